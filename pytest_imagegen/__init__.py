@@ -1,0 +1,39 @@
+"""pytest-imagegen: conformance suite, cassettes and test tools for image endpoints.
+
+Public names are loaded on first use so that the pytest plugin, which imports this
+package in every pytest run, costs nothing until ``--imagegen`` asks for it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "classify": "pytest_imagegen.errors",
+    "Diagnosis": "pytest_imagegen.errors",
+    "Category": "pytest_imagegen.errors",
+    "generate": "pytest_imagegen.fallback",
+    "Outcome": "pytest_imagegen.fallback",
+    "Attempt": "pytest_imagegen.fallback",
+    "ReferenceServer": "pytest_imagegen.reference",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+if TYPE_CHECKING:
+    from pytest_imagegen.errors import Category, Diagnosis, classify
+    from pytest_imagegen.fallback import Attempt, Outcome, generate
+    from pytest_imagegen.reference import ReferenceServer
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pytest_imagegen' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
