@@ -1,0 +1,1 @@
+"""pytest glue for pytest-imagegen (options, fixtures, hooks)."""
