@@ -1,0 +1,477 @@
+"""Build ``images.generate`` request bodies for a profile, and validate any body against one.
+
+Pure: (profile, intent) -> wire payload. Violations carry OpenAI's own error codes and
+wording ("Invalid value: 'standard'. Supported values are: 'low', 'medium', 'high', and
+'auto'.") so that a test failure reads like the 400 the endpoint would have sent.
+
+``openai`` and ``pydantic`` are imported only inside :func:`validate_sdk_types`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pytest_imagegen.errors import ConfigError
+from pytest_imagegen.profiles import (
+    KNOWN_PARAMS,
+    PROFILES,
+    Profile,
+    is_chat_model,
+    parse_size,
+)
+
+__all__ = [
+    "RequestShapeError",
+    "Violation",
+    "build_request",
+    "check_request",
+    "format_supported",
+    "validate_request",
+    "validate_sdk_types",
+]
+
+# Parameters whose value must be one of the profile's listed values.
+_ENUM_PARAMS = (
+    "quality",
+    "size",
+    "style",
+    "background",
+    "moderation",
+    "output_format",
+    "response_format",
+)
+# Output formats that take `output_compression` below 100, and that can be transparent.
+_COMPRESSIBLE = ("jpeg", "webp")
+_TRANSPARENT_OK = ("png", "webp")
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One thing wrong with a request body, as OpenAI would report it."""
+
+    param: str | None
+    code: str
+    message: str
+    supported: tuple[str, ...] = ()
+
+    def error_body(self) -> dict[str, Any]:
+        """The 400 body OpenAI sends for this violation."""
+        return {
+            "error": {
+                "message": self.message,
+                "type": "invalid_request_error",
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+    def __str__(self) -> str:
+        return f"{self.param}: {self.message}" if self.param else self.message
+
+
+class RequestShapeError(ConfigError):
+    """A request the profile rejects; ``violations`` lists every problem."""
+
+    def __init__(self, violations: Iterable[Violation], *, profile: str | None = None) -> None:
+        self.violations: tuple[Violation, ...] = tuple(violations)
+        self.profile = profile
+        where = f" for profile {profile!r}" if profile else ""
+        self.summary = " ".join(str(v) for v in self.violations)
+        super().__init__(
+            f"Request not valid{where}: {self.summary} Change the parameter(s) named, or use a "
+            f"profile that supports them."
+        )
+
+
+def format_supported(values: Sequence[str]) -> str:
+    """``('low', 'medium', 'high', 'auto')`` -> ``"'low', 'medium', 'high', and 'auto'"``."""
+    quoted = [f"'{v}'" for v in values]
+    if len(quoted) <= 1:
+        return "".join(quoted)
+    if len(quoted) == 2:
+        return f"{quoted[0]} and {quoted[1]}"
+    return ", ".join(quoted[:-1]) + f", and {quoted[-1]}"
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, Mapping):
+        return "an object"
+    if isinstance(value, (list, tuple)):
+        return "an array"
+    return f"a {type(value).__name__}"
+
+
+def _invalid_type(param: str, expected: str, value: object) -> Violation:
+    return Violation(
+        param,
+        "invalid_type",
+        f"Invalid type for '{param}': expected {expected}, but got {_json_type(value)} instead.",
+    )
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _int_range(param: str, value: object, lo: int, hi: int | None) -> Violation | None:
+    """OpenAI's integer checks: type, then minimum, then maximum."""
+    if not _is_int(value):
+        return _invalid_type(param, "an integer", value)
+    assert isinstance(value, int)
+    if value < lo:
+        return Violation(
+            param,
+            "integer_below_min_value",
+            f"Invalid '{param}': integer below minimum value. Expected a value >= {lo}, "
+            f"but got {value} instead.",
+        )
+    if hi is not None and value > hi:
+        return Violation(
+            param,
+            "integer_above_max_value",
+            f"Invalid '{param}': integer above maximum value. Expected a value <= {hi}, "
+            f"but got {value} instead.",
+        )
+    return None
+
+
+def _enum(
+    param: str, value: object, allowed: Sequence[str], *, extra: str = ""
+) -> Violation | None:
+    if not isinstance(value, str):
+        return _invalid_type(param, "a string", value)
+    if value in allowed:
+        return None
+    return Violation(
+        param,
+        "invalid_value",
+        f"Invalid value: '{value}'. Supported values are: {format_supported(allowed)}{extra}.",
+        tuple(allowed),
+    )
+
+
+def _check_size(value: object, profile: Profile) -> Violation | None:
+    if not isinstance(value, str):
+        return _invalid_type("size", "a string", value)
+    if profile.supports_size(value):
+        return None
+    rule = profile.size_rule
+    if rule is None:
+        return _enum("size", value, profile.sizes)
+    dims = parse_size(value)
+    reason = rule.check(*dims) if dims else "not WIDTHxHEIGHT"
+    return Violation(
+        "size",
+        "invalid_value",
+        f"Invalid value: '{value}'. Supported values are: {format_supported(profile.sizes)}, "
+        f"or {rule.describe()} ({reason}).",
+        profile.sizes,
+    )
+
+
+def _check_prompt(body: Mapping[str, Any], profile: Profile) -> Violation | None:
+    if "prompt" not in body:
+        return Violation(
+            "prompt", "missing_required_parameter", "Missing required parameter: 'prompt'."
+        )
+    prompt = body["prompt"]
+    if not isinstance(prompt, str):
+        return _invalid_type("prompt", "a string", prompt)
+    if not prompt:
+        return Violation(
+            "prompt",
+            "empty_string",
+            "Invalid 'prompt': empty string. Expected a string with minimum length 1, but got "
+            "an empty string instead.",
+        )
+    limit = profile.prompt_max_chars
+    if len(prompt) > limit:
+        return Violation(
+            "prompt",
+            "string_above_max_length",
+            f"Invalid 'prompt': string too long. Expected a string with maximum length {limit}, "
+            f"but got a string with length {len(prompt)} instead.",
+        )
+    return None
+
+
+def _check_model(body: Mapping[str, Any], profile: Profile) -> Violation | None:
+    # The spec lets `model` default to dall-e-2, a model OpenAI retired on 2026-05-12, and
+    # OpenAI's current reference says "Specify a model explicitly": a body without one
+    # means something different on every server, so it is a violation here.
+    model = body.get("model")
+    if model is None:
+        return Violation(
+            "model", "missing_required_parameter", "Missing required parameter: 'model'."
+        )
+    if not isinstance(model, str):
+        return _invalid_type("model", "a string", model)
+    if not model.strip():
+        return Violation(
+            "model",
+            "empty_string",
+            "Invalid 'model': empty string. Expected a string with minimum length 1, but got "
+            "an empty string instead.",
+        )
+    if is_chat_model(model):
+        suggestion = profile.name if profile.family != "custom" else "gpt-image-1.5"
+        return Violation(
+            "model",
+            "invalid_value",
+            f"Invalid value: '{model}'. '{model}' is a chat model; /images/generations needs "
+            f"an image model such as '{suggestion}'.",
+        )
+    return None
+
+
+def validate_request(body: Mapping[str, Any], profile: Profile) -> list[Violation]:
+    """Every violation of ``body`` against ``profile``, with OpenAI's codes and wording.
+
+    Covers unknown and unaccepted keys, the prompt (missing, empty, too long), the model
+    (missing, empty, a chat model), every enumerated value, ``n`` and the other integers,
+    ``output_compression`` with PNG, a transparent background with JPEG, and JSON types.
+    ``None`` is accepted wherever the spec marks a field nullable.
+    """
+    if not isinstance(body, Mapping):
+        return [
+            Violation(
+                None,
+                "invalid_type",
+                f"Invalid type for request body: expected an object, but got "
+                f"{_json_type(body)} instead.",
+            )
+        ]
+    out: list[Violation] = []
+    for key in body:
+        if not isinstance(key, str) or not profile.accepts(key):
+            out.append(Violation(str(key), "unknown_parameter", f"Unknown parameter: '{key}'."))
+
+    def accepted(param: str) -> bool:
+        return param in body and profile.accepts(param)
+
+    def add(v: Violation | None) -> None:
+        if v is not None:
+            out.append(v)
+
+    add(_check_prompt(body, profile))
+    add(_check_model(body, profile))
+    if accepted("n") and body["n"] is not None:
+        add(_int_range("n", body["n"], 1, profile.n_max))
+    for param in _ENUM_PARAMS:
+        if not accepted(param) or body[param] is None:
+            continue
+        value = body[param]
+        add(
+            _check_size(value, profile)
+            if param == "size"
+            else _enum(param, value, profile.allowed_values(param))
+        )
+
+    # Cross-field rules apply only when both values are themselves valid, so that one
+    # defect yields one violation.
+    fmt = body.get("output_format") if accepted("output_format") else None
+    fmt_ok = fmt is None or (isinstance(fmt, str) and fmt in profile.output_formats)
+    effective_fmt = fmt if isinstance(fmt, str) else "png"
+    if accepted("output_compression") and body["output_compression"] is not None:
+        value = body["output_compression"]
+        problem = _int_range("output_compression", value, 0, 100)
+        add(problem)
+        if problem is None and value < 100 and fmt_ok and effective_fmt not in _COMPRESSIBLE:
+            out.append(
+                Violation(
+                    "output_compression",
+                    "invalid_value",
+                    f"Compression less than 100 is not supported for "
+                    f"{effective_fmt.upper()} output format.",
+                    _COMPRESSIBLE,
+                )
+            )
+    background = body.get("background") if accepted("background") else None
+    if (
+        background == "transparent"
+        and "transparent" in profile.backgrounds
+        and fmt_ok
+        and effective_fmt not in _TRANSPARENT_OK
+    ):
+        out.append(
+            Violation(
+                "background",
+                "invalid_value",
+                f"Invalid value: 'transparent'. A transparent background needs output_format "
+                f"'png' or 'webp', but output_format is '{effective_fmt}'.",
+                _TRANSPARENT_OK,
+            )
+        )
+
+    if accepted("stream") and body["stream"] is not None and not isinstance(body["stream"], bool):
+        out.append(_invalid_type("stream", "a boolean", body["stream"]))
+    if accepted("partial_images") and body["partial_images"] is not None:
+        add(_int_range("partial_images", body["partial_images"], 0, 3))
+    if accepted("user") and not isinstance(body["user"], str):
+        # `user` is the one optional field the spec does not mark nullable.
+        out.append(_invalid_type("user", "a string", body["user"]))
+    sid = body.get("safety_identifier") if accepted("safety_identifier") else None
+    if sid is not None and not isinstance(sid, str):
+        out.append(_invalid_type("safety_identifier", "a string", body["safety_identifier"]))
+    if accepted("complexity") and body["complexity"] is not None:
+        add(_enum("complexity", body["complexity"], ("low", "medium", "high")))
+    if accepted("frame_count") and body["frame_count"] is not None:
+        add(_int_range("frame_count", body["frame_count"], 2, 16))
+    if accepted("frame_duration_ms") and body["frame_duration_ms"] is not None:
+        add(_int_range("frame_duration_ms", body["frame_duration_ms"], 1, None))
+    if accepted("svg") and body["svg"] is not None and not isinstance(body["svg"], Mapping):
+        out.append(_invalid_type("svg", "an object", body["svg"]))
+    return out
+
+
+def build_request(profile: Profile, *, model: str, prompt: str, **intent: Any) -> dict[str, Any]:
+    """The ``images.generate`` body for ``profile`` and the caller's intent.
+
+    ``None`` values and parameters the profile does not take are left out (no
+    ``response_format`` for GPT-image models, no ``style`` but for dall-e-3); a key that is
+    no Images API parameter at all, or a value the profile rejects, raises
+    :class:`RequestShapeError` listing every violation.
+    """
+    unknown = [k for k in intent if k not in KNOWN_PARAMS and k not in profile.extra_params]
+    if unknown:
+        violations = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, KNOWN_PARAMS, n=1, cutoff=0.6)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            violations.append(
+                Violation(key, "unknown_parameter", f"Unknown parameter: '{key}'.{hint}")
+            )
+        raise RequestShapeError(violations, profile=profile.name)
+    body: dict[str, Any] = {"model": model, "prompt": prompt}
+    if model is None:
+        del body["model"]
+    for key, value in intent.items():
+        if value is not None and profile.accepts(key):
+            body[key] = value
+    violations = validate_request(body, profile)
+    if violations:
+        raise RequestShapeError(violations, profile=profile.name)
+    return body
+
+
+# --------------------------------------------------------------------------- SDK types
+
+_TYPE_EXPECTED = {
+    "string_type": "a string",
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "int_from_float": "an integer",
+    "bool_type": "a boolean",
+    "bool_parsing": "a boolean",
+    "dict_type": "an object",
+    "typed_dict_type": "an object",
+    "model_type": "an object",
+}
+
+
+@functools.lru_cache(maxsize=1)
+def _sdk_validators() -> tuple[Any, Any, dict[str, tuple[str, ...]]]:
+    import typing
+
+    import typing_extensions
+    from openai.types import image_generate_params as igp
+    from pydantic import ConfigDict, TypeAdapter
+
+    # The SDK's TypedDicts ignore unknown keys; subclasses with extra="forbid" reject them.
+    class StrictNonStreaming(igp.ImageGenerateParamsNonStreaming, total=False):
+        __pydantic_config__ = ConfigDict(extra="forbid", strict=True)  # type: ignore[misc]
+
+    class StrictStreaming(igp.ImageGenerateParamsStreaming, total=False):
+        __pydantic_config__ = ConfigDict(extra="forbid", strict=True)  # type: ignore[misc]
+
+    literal_types = (typing.Literal, typing_extensions.Literal)
+
+    def literals(tp: Any) -> tuple[str, ...]:
+        if typing.get_origin(tp) in literal_types:
+            return tuple(str(a) for a in typing.get_args(tp))
+        return tuple(v for arg in typing.get_args(tp) for v in literals(arg))
+
+    hints = typing_extensions.get_type_hints(igp.ImageGenerateParamsNonStreaming)
+    supported = {name: literals(tp) for name, tp in hints.items()}
+    return TypeAdapter(StrictNonStreaming), TypeAdapter(StrictStreaming), supported
+
+
+def validate_sdk_types(body: Mapping[str, Any]) -> list[Violation]:
+    """Violations of ``body`` against ``openai.types.ImageGenerateParams``, strictly.
+
+    Strict pydantic validation with unknown keys forbidden: catches misspelt keys, values
+    outside the SDK's literals and wrong JSON types. It knows nothing of per-model rules
+    or ranges; :func:`validate_request` does.
+    """
+    if not isinstance(body, Mapping):
+        return validate_request(body, PROFILES["custom"])
+    from pydantic import ValidationError
+
+    non_streaming, streaming, supported = _sdk_validators()
+    adapter = streaming if body.get("stream") is True else non_streaming
+    try:
+        adapter.validate_python(dict(body), strict=True)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+    else:
+        return []
+    # Union members each report their own error; fold them into one violation per param.
+    by_param: dict[str, list[dict[str, Any]]] = {}
+    for err in errors:
+        loc = err.get("loc") or ("",)
+        param = str(loc[0])
+        if param == "svg" and len(loc) > 1 and loc[1] in ("model", "reasoning"):
+            param = f"svg.{loc[1]}"
+        by_param.setdefault(param, []).append(err)
+    out = []
+    for param, errs in by_param.items():
+        types = {e["type"] for e in errs}
+        value = errs[0].get("input")
+        if "extra_forbidden" in types:
+            out.append(Violation(param, "unknown_parameter", f"Unknown parameter: '{param}'."))
+        elif "missing" in types:
+            out.append(
+                Violation(
+                    param, "missing_required_parameter", f"Missing required parameter: '{param}'."
+                )
+            )
+        elif types & set(_TYPE_EXPECTED):
+            expected = next(_TYPE_EXPECTED[t] for t in _TYPE_EXPECTED if t in types)
+            out.append(_invalid_type(param, expected, value))
+        elif "literal_error" in types:
+            allowed = supported.get(param, ())
+            out.append(
+                Violation(
+                    param,
+                    "invalid_value",
+                    f"Invalid value: '{value}'. Supported values are: {format_supported(allowed)}.",
+                    allowed,
+                )
+            )
+        else:
+            out.append(Violation(param, "invalid_value", f"Invalid '{param}': {errs[0]['msg']}."))
+    return out
+
+
+def check_request(body: Mapping[str, Any], profile: Profile) -> list[Violation]:
+    """:func:`validate_request` plus :func:`validate_sdk_types`, one report per param."""
+    out = validate_request(body, profile)
+    if not isinstance(body, Mapping):
+        return out
+    seen = {v.param for v in out}
+    out += [v for v in validate_sdk_types(body) if v.param not in seen]
+    return out
