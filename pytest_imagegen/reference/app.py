@@ -1,0 +1,969 @@
+"""The reference server's WSGI application: routing, auth, validation, images and faults.
+
+Everything a client can observe is decided here; ``server.py`` only runs it on a socket.
+Wording, status codes and envelopes follow OpenAI's (see the research notes in
+``shared/reference``); relay- and gateway-style answers exist only as scripted faults.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import html
+import json
+import logging
+import re
+import select
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any
+
+from pytest_imagegen.reference.faults import Fault
+from pytest_imagegen.reference.log import LoggedRequest, is_secret_header, mask_header, mask_key
+
+if TYPE_CHECKING:
+    from pytest_imagegen.profiles import Profile
+    from pytest_imagegen.reference.server import ReferenceServer
+
+# One line per finished request, for `python -m pytest_imagegen serve` (off unless configured).
+access_log = logging.getLogger("pytest_imagegen.reference.access")
+
+API_KEYS_URL = "https://platform.openai.com/account/api-keys"
+MSG_NO_KEY = (
+    "You didn't provide an API key. You need to provide your API key in an Authorization header "
+    "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY), or as the password field (with "
+    "blank username) if you're accessing the API from your browser and are prompted for a "
+    f"username. You can obtain an API key from {API_KEYS_URL}."
+)
+MSG_BAD_JSON = (
+    "We could not parse the JSON body of your request. (HINT: This likely means you aren't using "
+    "your HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was "
+    "not valid JSON. If you have trouble figuring out how to fix this, please contact us through "
+    "our help center at help.openai.com.)"
+)
+MSG_SERVER_ERROR = "The server had an error while processing your request. Sorry about that!"
+MSG_OVERLOADED = "The engine is currently overloaded, please try again later"
+MSG_QUOTA = (
+    "You exceeded your current quota, please check your plan and billing details. For more "
+    "information on this error, read the docs: "
+    "https://platform.openai.com/docs/guides/error-codes/api-errors."
+)
+MSG_RATE_LIMIT = (
+    "Rate limit exceeded for images per minute in organization org-imagegen-reference. "
+    "Limit: 5/1min. Current: 6/1min. Please visit "
+    "https://platform.openai.com/docs/guides/rate-limits to learn how to increase your rate limit."
+)
+MSG_NOT_CHAT = (
+    "This is not a chat model and thus not supported in the v1/chat/completions endpoint. "
+    "Did you mean to use v1/completions?"
+)
+MSG_DALLE_POLICY = (
+    "Your request was rejected as a result of our safety system. Your prompt may contain text "
+    "that is not allowed by our safety system."
+)
+
+
+def msg_bad_key(key: str) -> str:
+    return (
+        f"Incorrect API key provided: {mask_key(key)}. You can find your API key at {API_KEYS_URL}."
+    )
+
+
+def msg_model_not_found(model: str) -> str:
+    return f"The model `{model}` does not exist or you do not have access to it."
+
+
+def msg_org_verification(model: str) -> str:
+    return (
+        f"Your organization must be verified to use the model `{model}`. Please go to: "
+        "https://platform.openai.com/settings/organization/general and click on Verify "
+        "Organization. If you just verified, it can take up to 15 minutes for access to propagate."
+    )
+
+
+def msg_no_channel(model: str) -> str:
+    return f"当前分组 default 下对于模型 {model} 无可用渠道"
+
+
+_HTML_PAGE = (
+    "<html>\r\n<head><title>{status} {phrase}</title></head>\r\n<body>\r\n"
+    "<center><h1>{status} {phrase}</h1></center>\r\n{detail}<hr><center>nginx</center>\r\n"
+    "</body>\r\n</html>\r\n"
+)
+
+# Sizes the ImagesResponse schema allows in its closed `size` enum; other sizes (gpt-image-2
+# custom sizes) are left out of the response rather than breaking the published schema.
+RESPONSE_SIZES = frozenset({"1024x1024", "1024x1536", "1536x1024"})
+RESPONSE_QUALITIES = frozenset({"low", "medium", "high"})
+OUTPUT_FORMATS = ("png", "jpeg", "webp")
+# What `auto` resolves to: the size and quality a GPT-image model reports back.
+AUTO_SIZE = "1024x1024"
+AUTO_QUALITY = "high"
+# Request keys that make OpenAI pick a GPT-image model when `model` is left out.
+_GPT_IMAGE_ONLY_KEYS = frozenset(
+    {"background", "moderation", "output_compression", "output_format", "stream", "partial_images"}
+)
+# Image output tokens per 1024x1024 image (OpenAI's published figures for gpt-image-1).
+_OUTPUT_TOKENS = {"low": 272, "medium": 1056, "high": 4160}
+_OUTPUT_TOKENS_BY_SIZE = {
+    "1024x1536": {"low": 408, "medium": 1584, "high": 6240},
+    "1536x1024": {"low": 400, "medium": 1568, "high": 6208},
+}
+_SIZE_RE = re.compile(r"^(\d{1,5})x(\d{1,5})$")
+# Largest image the server makes (4096x4096): gpt-image-2's 3840x2160 fits, a custom
+# profile's 16384x16384 would not fit in memory.
+MAX_PIXELS = 4096 * 4096
+# How often a wait checks whether the client hung up.
+_POLL_S = 0.05
+# Largest request body read; the Images API's JSON bodies are tiny.
+_MAX_BODY = 64 * 1024 * 1024
+_FILES_PREFIX = "/v1/files/images/"
+
+
+class Abort(ConnectionAbortedError):
+    """Raised by the app to end a connection without (the rest of) a response.
+
+    A ``ConnectionError`` subclass so werkzeug treats it as a dropped connection and stays
+    quiet; ``reset`` asks the request handler for a TCP reset instead of a normal close.
+    """
+
+    def __init__(self, reason: str = "aborted", *, reset: bool = False) -> None:
+        super().__init__(reason)
+        self.reset = reset
+
+
+@dataclass
+class Reply:
+    """A response decided but not sent yet; ``delivery`` says how its body goes out."""
+
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    delivery: str = "normal"  # normal | slow_body | truncated
+    seconds: float = 0.0
+
+
+@dataclass
+class Call:
+    """One request being handled."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    raw: bytes
+    body: Any
+    json_ok: bool
+    sock: socket.socket | None
+    release: threading.Event
+    logged: LoggedRequest
+    host: str
+
+
+@dataclass
+class Generation:
+    """The resolved parameters of one image generation."""
+
+    profile: Profile
+    model: str
+    prompt: str
+    n: int
+    width: int
+    height: int
+    quality: str  # concrete quality (auto resolved)
+    fmt: str
+    response_format: str  # b64_json | url
+    background: str
+    stream: bool = False
+    partial_images: int = 0
+
+    @property
+    def size(self) -> str:
+        return f"{self.width}x{self.height}"
+
+
+@functools.lru_cache(maxsize=64)
+def _image(width: int, height: int, fmt: str, seed: str) -> bytes:
+    # Cached: the same prompt and size give the same bytes, and encoding a large PNG costs
+    # tens of milliseconds, which would otherwise dominate a loopback benchmark.
+    from pytest_imagegen.images import make_image
+
+    return make_image(width, height, fmt, seed=seed)
+
+
+def _json(obj: Any) -> bytes:
+    return json.dumps(obj, ensure_ascii=False).encode("utf-8")
+
+
+def _parse_size(value: Any) -> tuple[int, int] | None:
+    if not isinstance(value, str):
+        return None
+    match = _SIZE_RE.match(value)
+    if not match:
+        return None
+    width, height = int(match.group(1)), int(match.group(2))
+    return (width, height) if width >= 1 and height >= 1 else None
+
+
+def _read_body(environ: Mapping[str, Any]) -> bytes:
+    stream = environ["wsgi.input"]
+    length = environ.get("CONTENT_LENGTH")
+    if length:
+        try:
+            size = int(length)
+        except ValueError:
+            return b""
+        return stream.read(min(max(size, 0), _MAX_BODY))
+    if environ.get("wsgi.input_terminated"):
+        return stream.read(_MAX_BODY)
+    return b""
+
+
+def _headers(environ: Mapping[str, Any]) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for key, value in environ.items():
+        if key.startswith("HTTP_"):
+            headers[key[5:].replace("_", "-").lower()] = value
+        elif key in ("CONTENT_TYPE", "CONTENT_LENGTH") and value:
+            headers[key.replace("_", "-").lower()] = value
+    return headers
+
+
+def client_gone(sock: socket.socket | None) -> bool:
+    """Whether the peer closed its end (readable with nothing to read, or an error)."""
+    if sock is None:
+        return False
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        if not readable:
+            return False
+        return sock.recv(1, socket.MSG_PEEK) == b""
+    except (OSError, ValueError):
+        return True
+
+
+class ReferenceApp:
+    """The WSGI callable; all state lives on the owning :class:`ReferenceServer`."""
+
+    def __init__(self, server: ReferenceServer) -> None:
+        self.server = server
+        self._routes: dict[tuple[str, str], Callable[[Call], Reply]] = {
+            ("POST", "/v1/images/generations"): self._generations,
+            ("POST", "/v1/chat/completions"): self._chat,
+            ("GET", "/v1/models"): self._models,
+        }
+
+    # -- WSGI entry --------------------------------------------------------------------
+
+    def __call__(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        call: Call | None = None
+        try:
+            call = self._receive(environ)
+            reply = self._route(call)
+            return self._deliver(call, reply, start_response)
+        except Abort:
+            if call is not None:
+                self._finished(call)
+            raise
+        except Exception as exc:  # a bug in the server: answer 500, re-raise in check()
+            self.server._record_error(exc)
+            reply = self._error(500, MSG_SERVER_ERROR, type="server_error")
+            if call is None:
+                start_response("500 Internal Server Error", [("Content-Type", "application/json")])
+                return [reply.body]
+            return self._deliver(call, reply, start_response)
+
+    def _receive(self, environ: dict[str, Any]) -> Call:
+        method = environ.get("REQUEST_METHOD", "GET").upper()
+        path = environ.get("PATH_INFO", "") or "/"
+        headers = _headers(environ)
+        raw = _read_body(environ)
+        body: Any = None
+        json_ok = False
+        if raw:
+            try:
+                body = json.loads(raw)
+                json_ok = True
+            except (ValueError, UnicodeDecodeError):
+                body = None
+        model = body.get("model") if isinstance(body, dict) else None
+        logged = LoggedRequest(
+            method=method,
+            path=path,
+            query=environ.get("QUERY_STRING", ""),
+            headers={
+                name: mask_header(name, value)
+                if is_secret_header(name, self.server.secret_headers)
+                else value
+                for name, value in headers.items()
+            },
+            body=body,
+            body_bytes=len(raw),
+            time=time.time(),
+            model=model if isinstance(model, str) else None,
+            auth=self._auth_state(headers),
+        )
+        self.server.log.append(logged)
+        host = (
+            headers.get("host")
+            or f"{environ.get('SERVER_NAME', '127.0.0.1')}:{environ.get('SERVER_PORT', '')}"
+        )
+        return Call(
+            method=method,
+            path=path,
+            headers=headers,
+            raw=raw,
+            body=body,
+            json_ok=json_ok,
+            sock=environ.get("werkzeug.socket"),
+            release=self.server._release,
+            logged=logged,
+            host=host,
+        )
+
+    def _route(self, call: Call) -> Reply:
+        handler = self._routes.get((call.method, call.path))
+        if handler is not None:
+            return handler(call)
+        if call.method == "GET" and call.path.startswith("/v1/models/"):
+            return self._model(call, call.path[len("/v1/models/") :])
+        if call.method == "GET" and call.path.startswith(_FILES_PREFIX):
+            return self._file(call, call.path[len(_FILES_PREFIX) :])
+        return self._error(404, f"Invalid URL ({call.method} {call.path})")
+
+    # -- sending -------------------------------------------------------------------------
+
+    def _deliver(
+        self, call: Call, reply: Reply, start_response: Callable[..., Any]
+    ) -> Iterator[bytes]:
+        call.logged.status = reply.status
+        try:
+            phrase = HTTPStatus(reply.status).phrase
+        except ValueError:
+            phrase = ""
+        headers = [
+            ("Content-Type", reply.content_type),
+            ("Content-Length", str(len(reply.body))),
+            ("x-request-id", f"req_{uuid.uuid4().hex}"),
+            *reply.headers,
+        ]
+        start_response(f"{reply.status} {phrase}".strip(), headers)
+        return self._body(call, reply)
+
+    def _body(self, call: Call, reply: Reply) -> Iterator[bytes]:
+        try:
+            if reply.delivery == "truncated":
+                # The full Content-Length was promised; send half, then hang up.
+                yield reply.body[: len(reply.body) // 2]
+                raise Abort("truncated body")
+            if reply.delivery == "slow_body":
+                yield b""  # status line and headers go out now
+                pieces = max(1, min(len(reply.body), 20))
+                step = -(-len(reply.body) // pieces)
+                for start in range(0, len(reply.body), step):
+                    if not self._wait(call, reply.seconds / pieces):
+                        raise Abort("slow body interrupted")
+                    yield reply.body[start : start + step]
+                return
+            yield reply.body
+        except Abort:
+            raise
+        except Exception as exc:  # werkzeug would only log it: keep it for check()
+            self.server._record_error(exc)
+            raise
+        finally:
+            self._finished(call)
+
+    def _finished(self, call: Call) -> None:
+        logged = call.logged
+        if logged.done:
+            return
+        logged._done.set()
+        if access_log.isEnabledFor(logging.INFO):
+            status = logged.status if logged.status is not None else "dropped"
+            extra = f" model={logged.model}" if logged.model else ""
+            extra += f" fault={logged.fault}" if logged.fault else ""
+            elapsed = time.time() - logged.time
+            access_log.info(
+                "%s %s -> %s%s (%.2f s)", call.method, call.path, status, extra, elapsed
+            )
+
+    def _wait(self, call: Call, seconds: float) -> bool:
+        """Sleep ``seconds``; False early if the server releases waiters or the client hangs up."""
+        deadline = time.monotonic() + max(0.0, seconds)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return True
+            if call.release.wait(min(left, _POLL_S)):
+                return False
+            if client_gone(call.sock):
+                return False
+
+    # -- errors --------------------------------------------------------------------------
+
+    def _error(
+        self,
+        status: int,
+        message: str | None,
+        *,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: Iterable[tuple[str, str]] = (),
+        extra: Mapping[str, Any] | None = None,
+    ) -> Reply:
+        """An error answer in OpenAI's envelope, reshaped by the error defects if switched on."""
+        defects = self.server.defects
+        headers = [
+            (k, v)
+            for k, v in headers
+            if not (k.lower() == "retry-after" and "no_retry_after" in defects)
+        ]
+        if "html_errors" in defects:
+            return self._html(status, message or "", headers)
+        if "non_openai_envelope" in defects:
+            return Reply(status, _json({"detail": message}), headers=headers)
+        error: dict[str, Any] = {"message": message, "type": type, "param": param, "code": code}
+        error.update(extra or {})
+        return Reply(status, _json({"error": error}), headers=headers)
+
+    def _html(
+        self, status: int, message: str = "", headers: Iterable[tuple[str, str]] = ()
+    ) -> Reply:
+        phrase = HTTPStatus(status).phrase
+        if status == 504:
+            phrase = "Gateway Time-out"  # nginx's spelling
+        detail = f"<p>{html.escape(message)}</p>\r\n" if message else ""
+        page = _HTML_PAGE.format(status=status, phrase=phrase, detail=detail)
+        return Reply(status, page.encode(), content_type="text/html", headers=list(headers))
+
+    def _auth_state(self, headers: Mapping[str, str]) -> str:
+        scheme, _, token = headers.get("authorization", "").partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            return "missing"
+        return "ok" if token in self.server.api_keys else "invalid"
+
+    def _auth_error(self, call: Call) -> Reply | None:
+        """The 401 for a missing or wrong key, or None when the key is accepted."""
+        state = call.logged.auth
+        if state == "ok":
+            return None
+        if "auth_wrong_status" in self.server.defects:
+            return self._error(500, "Internal server error", type="server_error")
+        if state == "missing":
+            return self._error(401, MSG_NO_KEY)
+        token = call.headers.get("authorization", "").partition(" ")[2].strip()
+        return self._error(401, msg_bad_key(token), code="invalid_api_key")
+
+    def _json_error(self, call: Call) -> Reply | None:
+        if call.json_ok:
+            return None
+        return self._error(400, MSG_BAD_JSON)
+
+    # -- models ----------------------------------------------------------------------------
+
+    def _models(self, call: Call) -> Reply:
+        if (denied := self._auth_error(call)) is not None:
+            return denied
+        data = [self._model_object(name) for name in self.server.served_model_names]
+        return Reply(200, _json({"object": "list", "data": data}))
+
+    def _model(self, call: Call, name: str) -> Reply:
+        if (denied := self._auth_error(call)) is not None:
+            return denied
+        if name not in self.server.served_model_names:
+            return self._error(404, msg_model_not_found(name), code="model_not_found")
+        return Reply(200, _json(self._model_object(name)))
+
+    def _model_object(self, name: str) -> dict[str, Any]:
+        owner = "system" if name in self.server.models else "openai"
+        return {"id": name, "object": "model", "created": 1700000000, "owned_by": owner}
+
+    def _file(self, call: Call, name: str) -> Reply:
+        stored = self.server._files_get(name)
+        if stored is None:
+            return self._error(
+                404,
+                f"No image {name!r} here: image URLs are kept for the newest "
+                f"{self.server.max_files} images only.",
+            )
+        data, content_type = stored
+        return Reply(200, data, content_type=content_type)
+
+    # -- chat completions ------------------------------------------------------------------
+
+    def _chat(self, call: Call) -> Reply:
+        if (denied := self._auth_error(call)) is not None:
+            return denied
+        if (bad := self._json_error(call)) is not None:
+            return bad
+        body = call.body
+        if not isinstance(body, dict):
+            return self._error(
+                400, "Invalid type for 'body': expected an object.", code="invalid_type"
+            )
+        model = body.get("model")
+        if model is None:
+            return self._error(
+                400,
+                "Missing required parameter: 'model'.",
+                param="model",
+                code="missing_required_parameter",
+            )
+        if not isinstance(model, str):
+            return self._error(
+                400,
+                "Invalid type for 'model': expected a string.",
+                param="model",
+                code="invalid_type",
+            )
+        server = self.server
+        if model not in server.chat_models:
+            if server.model_kind(model) == "image" and "image_model_on_chat" not in server.defects:
+                return self._error(404, MSG_NOT_CHAT, param="model", code="model_not_found")
+            if server.model_kind(model) != "image":
+                return self._error(404, msg_model_not_found(model), code="model_not_found")
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            return self._error(
+                400,
+                "Missing required parameter: 'messages'.",
+                param="messages",
+                code="missing_required_parameter",
+            )
+        content = "Hello from the pytest-imagegen reference server."
+        created = int(time.time())
+        ident = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        prompt_tokens = sum(
+            len(str(m.get("content", ""))) // 4 + 4 for m in messages if isinstance(m, dict)
+        )
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": 10,
+            "total_tokens": prompt_tokens + 10,
+        }
+        if body.get("stream") is True:
+            base = {
+                "id": ident,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+            }
+            chunks = [
+                {
+                    **base,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "delta": {"role": "assistant", "content": content},
+                            "finish_reason": None,
+                        }
+                    ],
+                },
+                {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+            ]
+            text = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
+            return Reply(200, text.encode(), content_type="text/event-stream")
+        completion = {
+            "id": ident,
+            "object": "chat.completion",
+            "created": created,
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": content, "refusal": None},
+                    "logprobs": None,
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": usage,
+        }
+        return Reply(200, _json(completion))
+
+    # -- image generations -----------------------------------------------------------------
+
+    def _generations(self, call: Call) -> Reply:
+        server = self.server
+        body = call.body if isinstance(call.body, dict) else {}
+        model = body.get("model")
+        prompt = body.get("prompt")
+        requested_quality = body.get("quality")
+        qualities = [
+            q for q in (requested_quality, self._quality_guess(body)) if isinstance(q, str)
+        ]
+        fault = server.faults.take(
+            model=model if isinstance(model, str) else None,
+            qualities=qualities,
+            prompt=prompt if isinstance(prompt, str) else None,
+        )
+        if fault is not None:
+            call.logged.fault = fault.name
+            return self._fault(call, fault)
+        if "stalls" in server.defects:
+            call.logged.fault = "stalls"  # the defect, told apart from a scripted stall
+            return self._fault(call, Fault("stall", times=None))
+        return self._generate(call)
+
+    def _quality_guess(self, body: Mapping[str, Any]) -> str | None:
+        """The concrete quality a request resolves to, for fault matching (None if unknown)."""
+        try:
+            _, profile = self.server.resolve_model(body.get("model"), body)
+        except Exception:
+            return None
+        if profile is None:
+            return None
+        quality = body.get("quality") or profile.default_quality
+        return AUTO_QUALITY if quality == "auto" else quality
+
+    def _generate(self, call: Call, *, validate: bool = True) -> Reply:
+        """The normal answer: auth, JSON, model, validation, latency, images."""
+        server = self.server
+        if (denied := self._auth_error(call)) is not None:
+            return denied
+        if (bad := self._json_error(call)) is not None:
+            return bad
+        body = call.body
+        if not isinstance(body, dict):
+            kind = type(body).__name__
+            return self._error(
+                400,
+                f"Invalid type for request body: expected an object, but got {kind} instead.",
+                code="invalid_type",
+            )
+        model = body.get("model")
+        if model is None and "no_validation" not in server.defects:
+            # No default model: the spec's default, dall-e-2, is retired (as request_builder says).
+            return self._error(
+                400,
+                "Missing required parameter: 'model'.",
+                param="model",
+                code="missing_required_parameter",
+            )
+        if model is not None and not isinstance(model, str):
+            return self._error(
+                400,
+                "Invalid type for 'model': expected a string.",
+                param="model",
+                code="invalid_type",
+            )
+        name, profile = server.resolve_model(model, body)
+        if profile is None:
+            if server.model_kind(name) == "chat":
+                if "accepts_chat_model" not in server.defects:
+                    # OpenAI's answer to a chat model on the images endpoint (real-errors.json).
+                    return self._error(
+                        400,
+                        f"Invalid model {name}. The model argument should be left blank.",
+                        param="model",
+                    )
+            elif "unknown_model_ok" not in server.defects:
+                return self._error(404, msg_model_not_found(name), code="model_not_found")
+            # Served as the default model, and judged as a request for it.
+            profile = server.models[server.default_model]
+            checked = {**body, "model": server.default_model}
+        else:
+            checked = body
+        if validate and "no_validation" not in server.defects:
+            from pytest_imagegen.request_builder import validate_request
+
+            violations = validate_request(checked, profile)
+            if violations:
+                error = violations[0].error_body()["error"]
+                param = None if "wrong_error_param" in server.defects else error.get("param")
+                return self._error(
+                    400,
+                    error.get("message"),
+                    type=error.get("type", "invalid_request_error"),
+                    param=param,
+                    code=error.get("code"),
+                )
+        gen = self._resolve(body, profile, name)
+        if gen.width * gen.height > MAX_PIXELS:
+            # Only custom profiles allow sizes this large; making them would exhaust memory.
+            return self._error(
+                400,
+                f"Invalid value: '{body.get('size')}'. The reference server makes images of at "
+                f"most {MAX_PIXELS} pixels (e.g. 4096x4096); ask for a smaller size.",
+                param="size",
+                code="invalid_value",
+            )
+        if not self._wait(call, server.latency_for(gen.quality)):
+            raise Abort("released while generating")
+        return self._images(call, gen)
+
+    def _resolve(self, body: Mapping[str, Any], profile: Profile, model: str) -> Generation:
+        """Concrete generation parameters; tolerant, so shaping faults work on any body."""
+        defects = self.server.defects
+        prompt = body.get("prompt")
+        prompt = prompt if isinstance(prompt, str) else ""
+        n = body.get("n")
+        n_max = max(profile.n_max, 10)  # a bound even when validation is off
+        n = n if isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= n_max else 1
+        size = body.get("size") or profile.default_size
+        parsed = _parse_size(AUTO_SIZE if size == "auto" else size) or (1024, 1024)
+        stream = body.get("stream") is True and profile.streaming
+        quality = body.get("quality") or profile.default_quality
+        quality = AUTO_QUALITY if quality == "auto" else str(quality)
+        if profile.output_formats:
+            fmt = body.get("output_format") or "png"
+            fmt = fmt if fmt in OUTPUT_FORMATS else "png"
+        else:
+            fmt = "png"
+        if profile.response_formats:
+            response_format = body.get("response_format") or profile.default_response_format
+            if response_format not in ("url", "b64_json"):
+                response_format = profile.default_response_format
+        else:
+            response_format = "b64_json"
+        if stream:
+            response_format = "b64_json"  # stream events carry base64 only
+        background = "transparent" if body.get("background") == "transparent" else "opaque"
+        if "drops_n" in defects:
+            n = 1
+        if "ignores_size" in defects:
+            parsed = (1024, 1024)
+        if "ignores_format" in defects:
+            fmt = "png"
+        partial = body.get("partial_images")
+        return Generation(
+            profile=profile,
+            model=model,
+            prompt=prompt,
+            n=n,
+            width=parsed[0],
+            height=parsed[1],
+            quality=quality,
+            fmt=fmt,
+            response_format=response_format,
+            background=background,
+            stream=stream,
+            partial_images=partial if isinstance(partial, int) and 0 <= partial <= 3 else 0,
+        )
+
+    def _usage(self, gen: Generation, images: int) -> dict[str, Any]:
+        per_image = _OUTPUT_TOKENS_BY_SIZE.get(gen.size, {}).get(gen.quality)
+        if per_image is None:
+            base = _OUTPUT_TOKENS.get(gen.quality, _OUTPUT_TOKENS["medium"])
+            per_image = max(1, round(base * gen.width * gen.height / (1024 * 1024)))
+        text_tokens = max(1, len(gen.prompt) // 4)
+        output = per_image * images
+        return {
+            "input_tokens": text_tokens,
+            "input_tokens_details": {"text_tokens": text_tokens, "image_tokens": 0},
+            "output_tokens": output,
+            "output_tokens_details": {"image_tokens": output, "text_tokens": 0},
+            "total_tokens": text_tokens + output,
+        }
+
+    def _image_items(
+        self, call: Call, gen: Generation, count: int, *, size: tuple[int, int] | None = None
+    ) -> list[dict[str, Any]]:
+        width, height = size or (gen.width, gen.height)
+        items: list[dict[str, Any]] = []
+        for i in range(count):
+            # Different prompts give different images; so do the n images of one request.
+            seed = gen.prompt if i == 0 else f"{gen.prompt}\n#{i}"
+            data = _image(width, height, gen.fmt, seed)
+            item: dict[str, Any] = {}
+            if gen.response_format == "url":
+                item["url"] = self.server._files_put(data, gen.fmt, host=call.host)
+            else:
+                item["b64_json"] = base64.b64encode(data).decode("ascii")
+            if gen.profile.returns_revised_prompt:
+                item["revised_prompt"] = f"A detailed, high-quality image of: {gen.prompt}"
+            items.append(item)
+        return items
+
+    def _envelope(
+        self, gen: Generation, data: list[dict[str, Any]], *, count: int
+    ) -> dict[str, Any]:
+        """``ImagesResponse``: GPT-image models add background, format, size, quality, usage."""
+        response: dict[str, Any] = {"created": int(time.time()), "data": data}
+        if gen.profile.family == "gpt-image":
+            response["background"] = gen.background
+            response["output_format"] = gen.fmt
+            if gen.size in RESPONSE_SIZES:
+                response["size"] = gen.size
+            if gen.quality in RESPONSE_QUALITIES:
+                response["quality"] = gen.quality
+        if gen.profile.returns_usage and "no_usage" not in self.server.defects:
+            response["usage"] = self._usage(gen, count)
+        return response
+
+    def _images(self, call: Call, gen: Generation) -> Reply:
+        data = [] if "empty_data" in self.server.defects else self._image_items(call, gen, gen.n)
+        if gen.stream:
+            return self._stream(gen, data)
+        return Reply(200, _json(self._envelope(gen, data, count=gen.n)))
+
+    def _stream(self, gen: Generation, data: list[dict[str, Any]]) -> Reply:
+        """Server-sent events as the Images API streams them: partials, then completed."""
+        created = int(time.time())
+        common = {
+            "created_at": created,
+            "size": gen.size,
+            "quality": gen.quality,
+            "background": gen.background,
+            "output_format": gen.fmt,
+        }
+        events: list[tuple[str, dict[str, Any]]] = []
+        for item in data:
+            for index in range(gen.partial_images):
+                events.append(
+                    (
+                        "image_generation.partial_image",
+                        {
+                            "type": "image_generation.partial_image",
+                            "b64_json": item["b64_json"],
+                            **common,
+                            "partial_image_index": index,
+                        },
+                    )
+                )
+            completed = {
+                "type": "image_generation.completed",
+                "b64_json": item["b64_json"],
+                **common,
+            }
+            if "no_usage" not in self.server.defects:
+                completed["usage"] = self._usage(gen, 1)
+            events.append(("image_generation.completed", completed))
+        text = "".join(
+            f"event: {name}\ndata: {json.dumps(payload)}\n\n" for name, payload in events
+        )
+        return Reply(200, text.encode(), content_type="text/event-stream")
+
+    # -- faults ----------------------------------------------------------------------------
+
+    def _fault(self, call: Call, fault: Fault) -> Reply:
+        name = fault.name
+        server = self.server
+        body = call.body if isinstance(call.body, dict) else {}
+        model = body.get("model") if isinstance(body.get("model"), str) else server.default_model
+        if name == "stall":
+            self._wait(call, min(float(fault.option("seconds")), server.max_stall_s))
+            raise Abort("stall")
+        if name == "connection_reset":
+            raise Abort("connection reset", reset=True)
+        if name == "slow_headers":
+            if not self._wait(call, float(fault.option("seconds"))):
+                raise Abort("slow headers interrupted")
+            return self._generate(call)
+        if name in ("slow_body", "truncated_body"):
+            reply = self._generate(call)
+            reply.delivery = "slow_body" if name == "slow_body" else "truncated"
+            reply.seconds = float(fault.option("seconds") or 0.0)
+            return reply
+        if name == "auth_error":
+            token = call.headers.get("authorization", "").partition(" ")[2].strip()
+            return self._error(401, msg_bad_key(token or "sk-none"), code="invalid_api_key")
+        if name == "permission_error":
+            return self._error(403, msg_org_verification(model))
+        if name == "model_not_found":
+            return self._error(404, msg_model_not_found(model), code="model_not_found")
+        if name == "rate_limit" or (name == "quota" and "quota_as_rate_limit" in server.defects):
+            retry_after = fault.option("retry_after")
+            if retry_after is None:  # the quota fault reshaped by quota_as_rate_limit
+                retry_after = 1
+            value = str(int(retry_after)) if float(retry_after).is_integer() else str(retry_after)
+            return self._error(
+                429,
+                MSG_RATE_LIMIT,
+                type="requests",
+                code="rate_limit_exceeded",
+                headers=[("Retry-After", value)],
+            )
+        if name == "quota":
+            return self._error(429, MSG_QUOTA, type="insufficient_quota", code="insufficient_quota")
+        if name == "server_error":
+            return self._error(500, MSG_SERVER_ERROR, type="server_error")
+        if name == "bad_gateway_html":
+            return self._html(502)
+        if name == "overloaded":
+            return self._error(503, MSG_OVERLOADED, type="server_error")
+        if name == "no_channel":
+            request_id = time.strftime("%Y%m%d%H%M%S") + uuid.uuid4().hex[:12]
+            return self._error(
+                503,
+                f"{msg_no_channel(model)} (request id: {request_id})",
+                type="new_api_error",
+                param="",
+                code="model_not_found",
+            )
+        if name == "gateway_timeout_html":
+            return self._html(504)
+        if name == "error_in_200":
+            return Reply(
+                200,
+                _json(
+                    {
+                        "error": {
+                            "message": MSG_SERVER_ERROR,
+                            "type": "server_error",
+                            "param": None,
+                            "code": None,
+                        }
+                    }
+                ),
+            )
+        if name == "content_policy":
+            _, profile = server.resolve_model(body.get("model"), body)
+            if profile is not None and profile.family == "dall-e":
+                return self._error(400, MSG_DALLE_POLICY, code="content_policy_violation")
+            request_id = str(uuid.uuid4())
+            return self._error(
+                400,
+                "Your request was rejected by the safety system. If you believe this is an error, "
+                f"contact us at help.openai.com and include the request ID {request_id}. "
+                "safety_violations=[sexual].",
+                type="image_generation_user_error",
+                code="moderation_blocked",
+                extra={
+                    "moderation_details": {"moderation_stage": "input", "categories": ["sexual"]}
+                },
+            )
+        return self._shaped(call, fault, body)
+
+    def _shaped(self, call: Call, fault: Fault, body: Mapping[str, Any]) -> Reply:
+        """The 200 faults with a broken payload, sent after the usual generation latency."""
+        server = self.server
+        name_, profile = server.resolve_model(body.get("model"), body)
+        gen = self._resolve(body, profile or server.models[server.default_model], name_)
+        if gen.width * gen.height > MAX_PIXELS:
+            gen.width, gen.height = 1024, 1024
+        if not self._wait(call, server.latency_for(gen.quality)):
+            raise Abort("released while generating")
+        name = fault.name
+        if name == "empty_data":
+            return Reply(200, _json(self._envelope(gen, [], count=0)))
+        if name == "fewer_images":
+            count = gen.n - 1
+            return Reply(
+                200, _json(self._envelope(gen, self._image_items(call, gen, count), count=count))
+            )
+        if name == "wrong_size":
+            other = (1024, 1024) if (gen.width, gen.height) == (512, 512) else (512, 512)
+            items = self._image_items(call, gen, gen.n, size=other)
+            return Reply(200, _json(self._envelope(gen, items, count=gen.n)))
+        if name in ("invalid_base64", "not_an_image"):
+            if name == "invalid_base64":
+                value = "iVBORw0KGgo!!not*base64~~" + "%" * 8
+            else:
+                value = base64.b64encode(b"this is not an image, just some text bytes").decode()
+            items = [{"b64_json": value} for _ in range(gen.n)]
+            return Reply(200, _json(self._envelope(gen, items, count=gen.n)))
+        if name == "invalid_json":
+            complete = _json(self._envelope(gen, self._image_items(call, gen, 1), count=1))
+            return Reply(200, complete[: max(1, len(complete) // 2)])
+        # Only reachable when FAULTS names a fault this method does not implement.
+        raise AssertionError(f"fault {name!r} has no implementation")

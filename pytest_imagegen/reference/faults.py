@@ -1,0 +1,238 @@
+"""Fault scripting and deliberate defects for the reference server.
+
+A *fault* is a one-off (or N-times) misbehaviour queued by a test: "the next request for
+gpt-image-1 stalls". A *defect* is a persistent misbehaviour switched on for a whole run:
+"this server always drops ``n``". Faults test a client's error handling; defects test that
+the conformance suite notices a broken endpoint.
+
+Pure bookkeeping: nothing here touches sockets, so it is cheap to import.
+"""
+
+from __future__ import annotations
+
+import difflib
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+# Upper bound of every wait a fault can cause, so a forgotten stall cannot hang a run.
+MAX_WAIT_S = 600.0
+
+FAULTS: Mapping[str, str] = MappingProxyType(
+    {
+        "stall": "accept the request, then send nothing until the client gives up or the "
+        "server stops (bounded by option seconds, default 60)",
+        "slow_headers": "wait option seconds (default 3) before the status line, then answer "
+        "normally",
+        "slow_body": "send the status line and headers at once, then dribble the normal body "
+        "over option seconds (default 3)",
+        "auth_error": "401 invalid_api_key with OpenAI's 'Incorrect API key provided' text",
+        "permission_error": "403 with OpenAI's 'Your organization must be verified' text",
+        "model_not_found": "404 model_not_found: 'The model `X` does not exist or you do not "
+        "have access to it.'",
+        "rate_limit": "429 rate_limit_exceeded (images per minute) with Retry-After "
+        "(option retry_after, default 1)",
+        "quota": "429 insufficient_quota ('You exceeded your current quota') without Retry-After",
+        "server_error": "500 server_error JSON ('The server had an error while processing your "
+        "request')",
+        "bad_gateway_html": "502 with an nginx HTML 'Bad Gateway' page",
+        "overloaded": "503 server_error JSON 'The engine is currently overloaded, please try "
+        "again later'",
+        "no_channel": "relay-style 503 new_api_error '当前分组 default 下对于模型 X 无可用渠道'",
+        "gateway_timeout_html": "504 with an nginx HTML 'Gateway Time-out' page",
+        "error_in_200": "200 whose body is an OpenAI error envelope instead of images",
+        "empty_data": "200 with 'data': []",
+        "invalid_json": "200 application/json whose body is not valid JSON",
+        "truncated_body": "the normal answer with its full Content-Length, but only half the "
+        "body is sent before the connection closes",
+        "invalid_base64": "200 whose b64_json values are not valid base64",
+        "not_an_image": "200 whose b64_json values decode to bytes that are no image",
+        "wrong_size": "200 with images of another size than requested (512x512, or 1024x1024 "
+        "when 512x512 was asked)",
+        "fewer_images": "200 with one image fewer than n",
+        "connection_reset": "TCP reset (RST) before any byte of a response",
+        "content_policy": "400 moderation_blocked (GPT-image models) or "
+        "content_policy_violation (DALL-E models)",
+    }
+)
+
+DEFECTS: Mapping[str, str] = MappingProxyType(
+    {
+        "accepts_chat_model": "generates images for chat models instead of refusing them",
+        "image_model_on_chat": "chat completions answer image models with a completion",
+        "drops_n": "always returns one image, whatever n asks for",
+        "ignores_size": "always returns 1024x1024 images",
+        "ignores_format": "always returns PNG, whatever output_format asks for",
+        "auth_wrong_status": "a wrong or missing key gets a 500 with a generic body",
+        "unknown_model_ok": "unknown models are served as the default model",
+        "quota_as_rate_limit": "the quota fault answers a plain 429 rate_limit_exceeded body",
+        "no_retry_after": "429 answers carry no Retry-After header",
+        "html_errors": "every error is an HTML page (same status)",
+        "non_openai_envelope": 'every error body is {"detail": "..."}',
+        "empty_data": "every successful generation answers 'data': []",
+        "no_validation": "accepts every request shape (no 400 for bad parameters)",
+        "wrong_error_param": "validation errors carry 'param': null",
+        "no_usage": "GPT-image answers carry no 'usage'",
+        "stalls": "every image generation stalls (like the stall fault)",
+    }
+)
+
+# Options each fault accepts, with their defaults.
+_FAULT_OPTIONS: Mapping[str, Mapping[str, float]] = {
+    "stall": {"seconds": 60.0},
+    "slow_headers": {"seconds": 3.0},
+    "slow_body": {"seconds": 3.0},
+    "rate_limit": {"retry_after": 1},
+}
+
+
+def _unknown_name(kind: str, name: object, known: Iterable[str]) -> ValueError:
+    known = sorted(known)
+    close = difflib.get_close_matches(str(name), known, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return ValueError(f"unknown {kind} {name!r}.{hint} Known {kind}s: {', '.join(known)}.")
+
+
+def check_defect(name: str) -> str:
+    """Return ``name`` if it is a known defect, else raise ValueError listing them."""
+    if name not in DEFECTS:
+        raise _unknown_name("defect", name, DEFECTS)
+    return name
+
+
+@dataclass
+class Fault:
+    """One scripted fault: what to do, to which requests, how many more times."""
+
+    name: str
+    times: int | None = 1  # None: every matching request until cleared
+    model: str | None = None
+    quality: str | None = None
+    prompt: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    hits: int = 0
+
+    def option(self, key: str) -> Any:
+        """The option's value, or the fault's default for it."""
+        return self.options.get(key, _FAULT_OPTIONS.get(self.name, {}).get(key))
+
+    @property
+    def exhausted(self) -> bool:
+        return self.times is not None and self.hits >= self.times
+
+    def matches(self, *, model: str | None, qualities: Iterable[str], prompt: str | None) -> bool:
+        """Whether a request with these values is one this fault applies to.
+
+        ``model`` must equal the requested model; ``quality`` may equal either the requested
+        value or the one it resolves to (``auto`` -> ``high``); ``prompt`` is a substring.
+        """
+        if self.model is not None and model != self.model:
+            return False
+        if self.quality is not None and self.quality not in set(qualities):
+            return False
+        return self.prompt is None or (isinstance(prompt, str) and self.prompt in prompt)
+
+
+class FaultScript:
+    """The ordered, thread-safe list of faults queued on a reference server.
+
+    ``add`` appends; each image generation request takes the first fault (in the order
+    added) whose filters match and that has uses left.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._faults: list[Fault] = []
+
+    def add(
+        self,
+        name: str,
+        *,
+        times: int | None = 1,
+        model: str | None = None,
+        quality: str | None = None,
+        prompt: str | None = None,
+        **options: Any,
+    ) -> Fault:
+        """Queue fault ``name`` for the next ``times`` matching requests (None: all of them).
+
+        Options: ``seconds`` for stall/slow_headers/slow_body, ``retry_after`` for rate_limit.
+        """
+        if name not in FAULTS:
+            raise _unknown_name("fault", name, FAULTS)
+        if times is not None and (not isinstance(times, int) or times < 1):
+            raise ValueError(
+                f"times must be a positive integer or None (every request), not {times!r}"
+            )
+        allowed = _FAULT_OPTIONS.get(name, {})
+        for key, value in options.items():
+            if key not in allowed:
+                accepted = ", ".join(sorted(allowed)) or "none"
+                raise TypeError(f"fault {name!r} takes no option {key!r} (its options: {accepted})")
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"fault option {key!r} must be a number of seconds, not {value!r}")
+            if not 0 <= value <= MAX_WAIT_S:
+                raise ValueError(
+                    f"fault option {key!r} must be between 0 and {MAX_WAIT_S:g} s, not {value!r}"
+                )
+        fault = Fault(name, times, model, quality, prompt, dict(options))
+        with self._lock:
+            self._faults.append(fault)
+        return fault
+
+    def take(
+        self, *, model: str | None, qualities: Iterable[str], prompt: str | None
+    ) -> Fault | None:
+        """Consume one use of the first matching fault and return it (None if none matches)."""
+        qualities = tuple(qualities)
+        with self._lock:
+            for fault in self._faults:
+                if not fault.exhausted and fault.matches(
+                    model=model, qualities=qualities, prompt=prompt
+                ):
+                    fault.hits += 1
+                    return fault
+        return None
+
+    def clear(self) -> None:
+        """Remove every queued fault."""
+        with self._lock:
+            self._faults.clear()
+
+    @property
+    def pending(self) -> list[Fault]:
+        """The faults that still have uses left, in order."""
+        with self._lock:
+            return [f for f in self._faults if not f.exhausted]
+
+    def __iter__(self) -> Iterator[Fault]:
+        with self._lock:
+            return iter(list(self._faults))
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._faults)
+
+    def __repr__(self) -> str:
+        return f"FaultScript({list(self)!r})"
+
+
+class DefectSet(set):
+    """A ``set`` of defect names that refuses unknown names."""
+
+    def __init__(self, names: Iterable[str] = ()) -> None:
+        super().__init__(check_defect(n) for n in names)
+
+    def add(self, name: str) -> None:
+        super().add(check_defect(name))
+
+    def update(self, *others: Iterable[str]) -> None:
+        for names in others:
+            for name in names:
+                self.add(name)
+
+    def __ior__(self, other: Iterable[str]) -> DefectSet:  # type: ignore[override,misc]
+        self.update(other)
+        return self

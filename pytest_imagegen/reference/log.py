@@ -1,0 +1,157 @@
+"""The reference server's request log, with secrets masked before anything is stored."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, overload
+
+# Header names whose values are always masked; any name containing one of the fragments
+# below is masked too (x-api-key, x-relay-token, ...).
+SECRET_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "api-key", "cookie", "set-cookie"}
+)
+_SECRET_FRAGMENTS = ("key", "token", "secret", "auth", "password", "signature", "cookie")
+
+
+def mask_key(key: str) -> str:
+    """Mask a key as OpenAI does in its 401 message: ``sk-ab****...wxyz``.
+
+    Keys shorter than 16 characters are masked entirely: showing nine characters of a short
+    test key would show most of it.
+    """
+    if len(key) < 16:
+        return "*" * len(key)
+    return f"{key[:5]}{'*' * (len(key) - 9)}{key[-4:]}"
+
+
+def mask_header(name: str, value: str) -> str:
+    """The value to log for header ``name``: authorization schemes are kept, secrets masked."""
+    scheme, sep, credentials = value.partition(" ")
+    if sep and scheme.lower() in ("bearer", "basic", "token"):
+        return f"{scheme} {mask_key(credentials.strip())}"
+    return mask_key(value)
+
+
+def is_secret_header(name: str, extra: Iterable[str] = ()) -> bool:
+    """Whether header ``name`` carries a secret (built-in list, name fragments, ``extra``)."""
+    lowered = name.lower()
+    if lowered in SECRET_HEADERS or lowered in {e.lower() for e in extra}:
+        return True
+    return any(fragment in lowered for fragment in _SECRET_FRAGMENTS)
+
+
+@dataclass
+class LoggedRequest:
+    """One request the reference server received.
+
+    ``headers`` has lower-case names and secret values masked; ``body`` is the parsed JSON
+    (None when absent or not JSON); ``auth`` is ``ok``, ``invalid`` or ``missing``;
+    ``status`` is the status answered (None while in flight or when no response was sent);
+    ``fault`` names the scripted fault or defect-driven behaviour applied, if any.
+    """
+
+    method: str
+    path: str
+    headers: Mapping[str, str]
+    body: Any
+    time: float
+    model: str | None = None
+    auth: str = "missing"
+    body_bytes: int = 0
+    status: int | None = None
+    fault: str | None = None
+    query: str = ""
+    _done: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
+
+    @property
+    def done(self) -> bool:
+        """Whether the server has finished with this request (answered or dropped it)."""
+        return self._done.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the server has finished with this request; False on timeout."""
+        return self._done.wait(timeout)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (JSON-friendly when the body is), for reports and assertions."""
+        return {
+            "method": self.method,
+            "path": self.path,
+            "query": self.query,
+            "headers": dict(self.headers),
+            "body": self.body,
+            "body_bytes": self.body_bytes,
+            "time": self.time,
+            "model": self.model,
+            "auth": self.auth,
+            "status": self.status,
+            "fault": self.fault,
+        }
+
+
+class RequestLog:
+    """Every request the server received, oldest first; list-like and thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: list[LoggedRequest] = []
+
+    def append(self, item: LoggedRequest) -> None:
+        with self._lock:
+            self._items.append(item)
+
+    def clear(self) -> None:
+        """Forget every logged request."""
+        with self._lock:
+            self._items.clear()
+
+    def snapshot(self) -> list[LoggedRequest]:
+        """A copy of the log as a plain list."""
+        with self._lock:
+            return list(self._items)
+
+    def filter(self, *, method: str | None = None, path: str | None = None) -> list[LoggedRequest]:
+        """The logged requests with this method and/or path (``path`` may omit ``/v1``)."""
+        wanted = (
+            None if path is None else {path, f"/v1{path}" if not path.startswith("/v1") else path}
+        )
+        return [
+            r
+            for r in self.snapshot()
+            if (method is None or r.method == method.upper())
+            and (wanted is None or r.path in wanted)
+        ]
+
+    @property
+    def generations(self) -> list[LoggedRequest]:
+        """The ``POST /v1/images/generations`` requests."""
+        return self.filter(method="POST", path="/v1/images/generations")
+
+    @property
+    def last(self) -> LoggedRequest | None:
+        """The most recent request, or None."""
+        with self._lock:
+            return self._items[-1] if self._items else None
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+    def __iter__(self) -> Iterator[LoggedRequest]:
+        return iter(self.snapshot())
+
+    @overload
+    def __getitem__(self, index: int) -> LoggedRequest: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[LoggedRequest]: ...
+    def __getitem__(self, index: int | slice) -> LoggedRequest | list[LoggedRequest]:
+        with self._lock:
+            return self._items[index]
+
+    def __bool__(self) -> bool:
+        return len(self) > 0
+
+    def __repr__(self) -> str:
+        return f"RequestLog({len(self)} requests)"
