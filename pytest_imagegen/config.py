@@ -3,10 +3,28 @@ one function that merges them, remembering where each value came from."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextvars
+import difflib
+import ipaddress
+import math
+import re
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import parse_qsl, urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
+from pydantic_settings.sources import PydanticBaseSettingsSource
+
+from pytest_imagegen.errors import ConfigError, ModelSeparationError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
 
 if TYPE_CHECKING:
     import openai
@@ -21,6 +39,7 @@ SOURCE_ENV = "environment"
 SOURCE_FILE = "config file"
 SOURCE_PROFILE = "profile default"
 SOURCE_DEFAULT = "default"
+SOURCE_LEVELS = (SOURCE_CLI, SOURCE_ENV, SOURCE_FILE, SOURCE_PROFILE, SOURCE_DEFAULT)
 
 
 @dataclass(frozen=True)
@@ -38,7 +57,7 @@ class Endpoint:
     deadline_s: float = 300.0
     max_retries: int = 0
     fallback: tuple[Mapping[str, Any], ...] = ()
-    headers: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
     is_reference: bool = False
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
@@ -61,3 +80,1408 @@ class Endpoint:
         }
         options.update(overrides)
         return openai.OpenAI(**options)
+
+
+# --------------------------------------------------------------------------------------
+# Constants users see in messages and the README
+
+REFERENCE_ENDPOINT_NAME = "reference"
+ENV_ENDPOINT_NAME = "env"
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+# The image model of the `env` endpoint when only OPENAI_BASE_URL / OPENAI_API_KEY are set.
+DEFAULT_ENV_IMAGE_MODEL = "gpt-image-1.5"
+DEFAULT_OPENAI_KEY_ENV = "OPENAI_API_KEY"
+LIVE_RECORD_MODES = ("once", "new_episodes", "all")
+
+# The keys a fallback step may override (each one is an `images.generate` parameter).
+FALLBACK_KEYS = (
+    "quality",
+    "size",
+    "model",
+    "n",
+    "output_format",
+    "background",
+    "moderation",
+    "style",
+    "response_format",
+)
+
+# The variables that make the environment define the `env` endpoint.
+ENV_ENDPOINT_VARS = ("OPENAI_BASE_URL", "OPENAI_API_KEY", "OPENAI_IMAGE_MODEL", "OPENAI_MODEL")
+
+_NAME_RE = re.compile(r"[a-z0-9_-]+")
+_PROFILE_NAME_RE = re.compile(r"[a-z0-9_.-]+")
+_ENV_VAR_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_HEADER_NAME_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+# What an API key looks like when pasted into a file: OpenAI style `sk-...` or a bearer token.
+_KEY_SHAPED_RE = re.compile(r"(?:^|[^A-Za-z0-9])sk-[A-Za-z0-9_-]{6,}|^\s*bearer\s+\S{8,}", re.I)
+# Key names that can only hold a credential (compared after lower-casing and '-' -> '_').
+_SECRET_NAMES = frozenset(
+    {"api_key", "apikey", "key", "token", "secret", "password", "passwd", "authorization"}
+)
+_SECRET_SUFFIXES = ("_key", "_token", "_secret", "_password", "_authorization", "_credentials")
+_LOOPBACK_HOSTS = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
+# Query-string keys that carry credentials (Azure and gateways accept `?api-key=`).
+_SECRET_QUERY_KEYS = frozenset({"api_key", "apikey", "key", "token", "access_token", "sig"})
+
+
+# --------------------------------------------------------------------------------------
+# The precedence table: the one place that says which source wins for each setting.
+# Layers are named; the resolver takes the first layer, in the order given, that has a value.
+
+CLI, ENV, FILE, PROFILE, DEFAULT = "cli", "env", "file", "profile", "default"
+
+PRECEDENCE: tuple[tuple[str, tuple[str, ...]], ...] = (
+    # top level: command line > environment > config file > built-in default
+    ("record_mode", (CLI, ENV, FILE, DEFAULT)),
+    ("budget_usd", (CLI, ENV, FILE, DEFAULT)),
+    ("report", (CLI, ENV, FILE, DEFAULT)),
+    ("cassette_dir", (CLI, ENV, FILE, DEFAULT)),
+    # one endpoint: the `env` endpoint reads the environment, configured ones the file;
+    # `profile` falls back to what the image model implies, then the built-in defaults.
+    ("endpoint.base_url", (ENV, FILE, DEFAULT)),
+    ("endpoint.api_key_env", (ENV, FILE, DEFAULT)),
+    ("endpoint.image_model", (ENV, FILE, DEFAULT)),
+    ("endpoint.chat_model", (ENV, FILE, DEFAULT)),
+    ("endpoint.profile", (FILE, PROFILE)),
+    ("endpoint.timeout_s", (FILE, DEFAULT)),
+    ("endpoint.deadline_s", (FILE, DEFAULT)),
+    ("endpoint.max_retries", (FILE, DEFAULT)),
+    ("endpoint.fallback", (FILE, DEFAULT)),
+    ("endpoint.headers", (FILE, DEFAULT)),
+    # a custom profile: what the file overrides, else the parent profile's value
+    *(
+        (f"profile.{key}", (FILE, PROFILE))
+        for key in (
+            "sizes",
+            "default_size",
+            "qualities",
+            "default_quality",
+            "n_max",
+            "response_formats",
+            "default_response_format",
+            "output_formats",
+            "styles",
+            "backgrounds",
+            "moderations",
+            "output_compression",
+            "streaming",
+            "prompt_max_chars",
+            "returns_usage",
+            "returns_revised_prompt",
+            "prices",
+            "size_rule",
+            "extra_params",
+        )
+    ),
+)
+
+# A layer maps a key to (value, source label); a callable entry is asked with the values
+# resolved so far (so `profile` can follow the resolved `image_model`) and may return None.
+_MISSING = object()
+
+
+def resolve(scope: str, layers: Mapping[str, Mapping[str, Any]]) -> tuple[dict, dict]:
+    """Apply :data:`PRECEDENCE` for one scope (``""``, ``"endpoint"`` or ``"profile"``).
+
+    Returns ``(values, sources)`` keyed by the bare setting name. Keys no layer sets are left
+    out, so callers can tell "not configured" from a configured value.
+    """
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    prefix = f"{scope}." if scope else ""
+    for key, order in PRECEDENCE:
+        if scope and not key.startswith(prefix):
+            continue
+        if not scope and "." in key:
+            continue
+        name = key[len(prefix) :]
+        for layer in order:
+            hit = layers.get(layer, {}).get(name, _MISSING)
+            if callable(hit):
+                hit = hit(values)
+            if hit is _MISSING or hit is None:
+                continue
+            values[name], sources[name] = hit
+            break
+    return values, sources
+
+
+# --------------------------------------------------------------------------------------
+# The file model (`extra="forbid"` everywhere; strict, since TOML values are typed)
+
+
+class _FileModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class FallbackStep(_FileModel):
+    """One fallback step: `images.generate` parameters that override the request's."""
+
+    quality: str | None = None
+    size: str | None = None
+    model: str | None = None
+    n: int | None = Field(default=None, ge=1)
+    output_format: str | None = None
+    background: str | None = None
+    moderation: str | None = None
+    style: str | None = None
+    response_format: str | None = None
+
+
+class EndpointConfig(_FileModel):
+    """One ``[[tool.imagegen.endpoints]]`` table."""
+
+    name: str
+    base_url: str | None = None
+    api_key_env: str | None = None
+    image_model: str
+    chat_model: str | None = None
+    profile: str | None = None
+    timeout_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    deadline_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    max_retries: int | None = Field(default=None, ge=0, le=10)
+    fallback: list[FallbackStep] | None = None
+    headers: dict[str, str] | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if not _NAME_RE.fullmatch(value):
+            suggestion = re.sub(r"[^a-z0-9_-]+", "-", value.lower()).strip("-") or "relay"
+            raise ValueError(
+                f"name {value!r} must match [a-z0-9_-]+ (lower-case letters, digits, '_' "
+                f"and '-'; it appears in test ids and cassette paths); try name = "
+                f'"{suggestion}"'
+            )
+        if value == REFERENCE_ENDPOINT_NAME:
+            raise ValueError(
+                f"name {value!r} is reserved for the built-in reference endpoint; "
+                'pick another name, e.g. name = "local"'
+            )
+        return value
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _check_env_name(cls, value: str) -> str:
+        if not _ENV_VAR_RE.fullmatch(value):
+            raise ValueError(
+                f"api_key_env must be the NAME of an environment variable (such as "
+                f'"RELAY_API_KEY"), got {value!r}'
+            )
+        return value
+
+    @field_validator("image_model", "chat_model", "profile")
+    @classmethod
+    def _check_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value.strip()
+
+    @field_validator("headers")
+    @classmethod
+    def _check_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if not _HEADER_NAME_RE.fullmatch(name):
+                raise ValueError(f"{name!r} is not a valid HTTP header name")
+        return value
+
+
+class SizeRuleConfig(_FileModel):
+    """Arbitrary ``WxH`` sizes accepted by a custom profile (gpt-image-2 style).
+
+    Keys left out take the lenient ``custom`` profile's rule.
+    """
+
+    multiple_of: int | None = Field(default=None, gt=0)
+    max_aspect: float | None = Field(default=None, ge=1)
+    max_long_edge: int | None = Field(default=None, gt=0)
+    max_short_edge: int | None = Field(default=None, gt=0)
+    min_pixels: int | None = Field(default=None, gt=0)
+
+
+class CustomProfileConfig(_FileModel):
+    """One ``[tool.imagegen.profiles.NAME]`` table: a parent profile plus overrides."""
+
+    parent: str = "custom"
+    sizes: list[str] | None = None
+    size_rule: SizeRuleConfig | None = None
+    default_size: str | None = None
+    qualities: list[str] | None = None
+    default_quality: str | None = None
+    n_max: int | None = Field(default=None, ge=1)
+    response_formats: list[str] | None = None
+    default_response_format: str | None = None
+    output_formats: list[str] | None = None
+    styles: list[str] | None = None
+    backgrounds: list[str] | None = None
+    moderations: list[str] | None = None
+    output_compression: bool | None = None
+    streaming: bool | None = None
+    prompt_max_chars: int | None = Field(default=None, ge=1)
+    returns_usage: bool | None = None
+    returns_revised_prompt: bool | None = None
+    prices: dict[str, dict[str, float]] | None = None
+    extra_params: list[str] | None = None
+
+
+class ReferenceConfig(_FileModel):
+    """``[tool.imagegen.reference]``: how the embedded reference server behaves.
+
+    The values are checked by the plugin when it starts the server.
+    """
+
+    latency: float | str | dict[str, float] | None = None  # seconds, or per quality
+    defects: list[str] | None = None  # deliberate misbehaviours (suite-strength tests)
+
+
+class FileConfig(_FileModel):
+    """The ``[tool.imagegen]`` table (or the top level of a file given by --imagegen-config)."""
+
+    cassette_dir: str | None = None
+    record_mode: Literal["none", "once", "new_episodes", "all"] | None = None
+    budget_usd: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    report: str | None = None
+    endpoints: list[EndpointConfig] | None = None
+    profiles: dict[str, CustomProfileConfig] | None = None
+    reference: ReferenceConfig | None = None
+
+
+# --------------------------------------------------------------------------------------
+# The environment model (pydantic-settings, reading a mapping the caller passes in)
+
+_ENV_MAPPING: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar("imagegen_env")
+
+
+class _MappingEnvSource(EnvSettingsSource):
+    """The environment source, reading the mapping given to :func:`load_settings`."""
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        # Blank values count as unset: `export OPENAI_MODEL=` is how people clear a variable.
+        return {k: v.strip() for k, v in _ENV_MAPPING.get().items() if v and v.strip()}
+
+
+class EnvironmentSettings(BaseSettings):
+    """The variables pytest-imagegen reads (names are case-sensitive, blank = unset)."""
+
+    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", frozen=True)
+
+    openai_base_url: str | None = Field(default=None, alias="OPENAI_BASE_URL")
+    openai_api_key_set: bool = False  # the key itself is read later by name, never stored here
+    openai_image_model: str | None = Field(default=None, alias="OPENAI_IMAGE_MODEL")
+    openai_chat_model: str | None = Field(default=None, alias="OPENAI_CHAT_MODEL")
+    openai_model: str | None = Field(default=None, alias="OPENAI_MODEL")
+    imagegen_record_mode: Literal["none", "once", "new_episodes", "all"] | None = Field(
+        default=None, alias="IMAGEGEN_RECORD_MODE"
+    )
+    imagegen_budget_usd: float | None = Field(
+        default=None, ge=0, allow_inf_nan=False, alias="IMAGEGEN_BUDGET_USD"
+    )
+    imagegen_report: str | None = Field(default=None, alias="IMAGEGEN_REPORT")
+    imagegen_cassette_dir: str | None = Field(default=None, alias="IMAGEGEN_CASSETTE_DIR")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Only the given mapping: no os.environ, no .env file, no secrets directory.
+        return (init_settings, _MappingEnvSource(settings_cls))
+
+    @classmethod
+    def from_mapping(cls, env: Mapping[str, str]) -> EnvironmentSettings:
+        """Read the settings from ``env`` (raises ConfigError naming the variable)."""
+        token = _ENV_MAPPING.set(env)
+        try:
+            key = env.get(DEFAULT_OPENAI_KEY_ENV, "")
+            return cls(openai_api_key_set=bool(key and key.strip()))
+        except ValidationError as exc:
+            raise ConfigError(_env_errors(exc, env)) from None
+        finally:
+            _ENV_MAPPING.reset(token)
+
+
+_ENV_HINTS = {
+    "IMAGEGEN_RECORD_MODE": "set it to one of: " + ", ".join(RECORD_MODES),
+    "IMAGEGEN_BUDGET_USD": "set it to the spend cap in USD, a number >= 0 such as 1.00",
+}
+
+
+def _env_errors(exc: ValidationError, env: Mapping[str, str]) -> str:
+    lines = []
+    for err in exc.errors():
+        var = str(err["loc"][0]) if err["loc"] else "?"
+        shown = (env.get(var) or "").strip()
+        hint = _ENV_HINTS.get(var, "fix or unset it")
+        lines.append(f"environment variable {var}={shown!r}: {err['msg']}; {hint}.")
+    return _join(lines, "Invalid environment:")
+
+
+# --------------------------------------------------------------------------------------
+# Settings
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The resolved configuration of one run."""
+
+    cassette_dir: Path
+    record_mode: str
+    budget_usd: float
+    report: Path | None
+    endpoints: tuple[Endpoint, ...]
+    selected: tuple[str, ...]
+    config_file: Path | None
+    sources: Mapping[str, str]
+    custom_profiles: Mapping[str, Profile] = field(default_factory=dict)
+    # ``[tool.imagegen.reference]`` keys that were set (``latency``, ``defects``), or None.
+    reference: Mapping[str, Any] | None = None
+
+    def selected_endpoints(self) -> tuple[Endpoint, ...]:
+        """The endpoints picked with --imagegen-endpoint (all of them when none was)."""
+        if not self.selected:
+            return self.endpoints
+        return tuple(e for e in self.endpoints if e.name in self.selected)
+
+    def endpoint(self, name: str) -> Endpoint:
+        """The endpoint called ``name`` (ConfigError listing the known names otherwise)."""
+        for endpoint in self.endpoints:
+            if endpoint.name == name:
+                return endpoint
+        raise ConfigError(_unknown_endpoint_message([name], [e.name for e in self.endpoints]))
+
+    def describe(self) -> list[tuple[str, str, str]]:
+        """``(key, value, source)`` rows for the report header; secrets are never shown."""
+        src = self.sources
+        rows: list[tuple[str, str, str]] = [
+            (
+                "config_file",
+                str(self.config_file) if self.config_file else "(none)",
+                src.get("config_file", SOURCE_DEFAULT),
+            ),
+            ("record_mode", self.record_mode, src.get("record_mode", SOURCE_DEFAULT)),
+            ("budget_usd", f"{self.budget_usd:.2f}", src.get("budget_usd", SOURCE_DEFAULT)),
+            (
+                "report",
+                str(self.report) if self.report else "(none)",
+                src.get("report", SOURCE_DEFAULT),
+            ),
+            ("cassette_dir", str(self.cassette_dir), src.get("cassette_dir", SOURCE_DEFAULT)),
+            (
+                "selected",
+                ", ".join(self.selected) if self.selected else "(all)",
+                src.get("selected", SOURCE_DEFAULT),
+            ),
+        ]
+        for name, profile in self.custom_profiles.items():
+            prefix = f"profiles.{name}"
+            rows.append((f"{prefix}.parent", str(profile.parent), SOURCE_FILE))
+            for key, source in sorted(src.items()):
+                if key.startswith(prefix + ".") and source == SOURCE_FILE:
+                    attr = key[len(prefix) + 1 :]
+                    if attr != "parent":
+                        rows.append((key, _show(getattr(profile, attr, None)), source))
+        for ep in self.endpoints:
+            rows.extend(_describe_endpoint(ep))
+        return rows
+
+
+def _describe_endpoint(ep: Endpoint) -> list[tuple[str, str, str]]:
+    p = f"endpoints.{ep.name}"
+    s = ep.sources
+
+    def row(key: str, value: str) -> tuple[str, str, str]:
+        return (f"{p}.{key}", value, s.get(key, SOURCE_DEFAULT))
+
+    if ep.is_reference:
+        key_text = "built-in (reference server)"
+    elif ep.api_key_env is None:
+        key_text = "not needed"
+    elif ep.api_key:
+        key_text = f"set via {ep.api_key_env}"
+    else:
+        key_text = f"missing ({ep.api_key_env} is not set)"
+    key_source = f"{SOURCE_ENV} {ep.api_key_env}" if ep.api_key_env else SOURCE_DEFAULT
+    rows = [
+        row("base_url", _mask_url(ep.base_url) if ep.base_url else "(started for the session)"),
+        row("image_model", ep.image_model),
+        row("profile", ep.profile.name),
+        row("chat_model", ep.chat_model or "(none)"),
+        (f"{p}.api_key", key_text, key_source),
+        row("timeout_s", _show(ep.timeout_s)),
+        row("deadline_s", _show(ep.deadline_s)),
+        row("max_retries", str(ep.max_retries)),
+        row("fallback", _show_fallback(ep.fallback)),
+    ]
+    if ep.headers:
+        # Header values are treated like keys: only their names are shown.
+        rows.append(row("headers", ", ".join(f"{k}: ***" for k in ep.headers)))
+    return rows
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, (tuple, list)):
+        return ", ".join(str(v) for v in value) or "(none)"
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k}={_show(v)}" for k, v in value.items()) or "(none)"
+    return str(value)
+
+
+def _show_fallback(steps: Sequence[Mapping[str, Any]]) -> str:
+    if not steps:
+        return "(none)"
+    return " -> ".join("{" + " ".join(f"{k}={v}" for k, v in s.items()) + "}" for s in steps)
+
+
+# --------------------------------------------------------------------------------------
+# Message helpers
+
+
+def _join(lines: Sequence[str], header: str) -> str:
+    if len(lines) == 1:
+        return lines[0]
+    return header + "\n" + "\n".join(f"  - {line}" for line in lines)
+
+
+def did_you_mean(word: str, choices: Sequence[str]) -> str:
+    """`` Did you mean 'x'?`` for the nearest of ``choices``, or an empty string."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    if not close:
+        close = [c for c in choices if c.lower() == word.lower()]
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+def _unknown_endpoint_message(unknown: Sequence[str], known: Sequence[str]) -> str:
+    parts = []
+    for name in unknown:
+        parts.append(f"--imagegen-endpoint {name}: no endpoint is called {name!r}.")
+        parts[-1] += did_you_mean(name, known)
+    known_text = ", ".join(known) if known else "(none)"
+    return " ".join(parts) + (
+        f" Known endpoints: {known_text}. Pass one of these names, or add the endpoint to "
+        "[[tool.imagegen.endpoints]]."
+    )
+
+
+def _mask_url(url: str) -> str:
+    """``url`` with any user-info and credential-like query values replaced by ``***``."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "(unparseable URL)"
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rsplit("@", 1)[1]
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = "&".join(
+            f"{k}=***" if _is_secret_name(k) or k.lower() in _SECRET_QUERY_KEYS else f"{k}={v}"
+            for k, v in pairs
+        )
+    rebuilt = f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
+    # A key pasted anywhere else (path, an innocently named query key) is masked as well.
+    return re.sub(r"sk-[A-Za-z0-9_-]{6,}", "sk-***", rebuilt)
+
+
+def _is_secret_name(name: str) -> bool:
+    norm = name.strip().lower().replace("-", "_")
+    if norm.endswith("_env"):
+        return False
+    return norm in _SECRET_NAMES or norm.endswith(_SECRET_SUFFIXES)
+
+
+def _is_loopback(url: str) -> bool:
+    host = (urlsplit(url).hostname or "").lower()
+    if host in _LOOPBACK_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _url_problem(url: str, key_fix: str) -> str | None:
+    """Why ``url`` cannot be a base URL (None when it can); never echoes a credential.
+
+    ``key_fix`` says where the key belongs instead (for a URL that carries one).
+    """
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        return f"{_mask_url(url)!r} is not a valid URL"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return (
+            f"{_mask_url(url)!r} is not an http(s) URL; use the API root, such as "
+            f'"https://relay.example.com/v1"'
+        )
+    if parts.username is not None or parts.password is not None:
+        return f"{_mask_url(url)!r} carries credentials in the URL; remove them and {key_fix}"
+    if _KEY_SHAPED_RE.search(url):
+        return f"{_mask_url(url)!r} holds what looks like an API key; remove it and {key_fix}"
+    for key, _value in parse_qsl(parts.query, keep_blank_values=True):
+        if _is_secret_name(key) or key.lower() in _SECRET_QUERY_KEYS:
+            return (
+                f"{_mask_url(url)!r} carries a credential in its query string ({key}=...); "
+                f"remove it and {key_fix}"
+            )
+    return None
+
+
+# --------------------------------------------------------------------------------------
+# Reading the file
+
+
+@dataclass(frozen=True)
+class _Source:
+    """The file being read and the table prefix its keys live under (for messages)."""
+
+    path: Path
+    prefix: str  # "tool.imagegen" or "" (keys at top level)
+
+    def table(self, name: str) -> str:
+        return f"{self.prefix}.{name}" if self.prefix else name
+
+    @property
+    def root_table(self) -> str:
+        return f"[{self.prefix}]" if self.prefix else "the top level"
+
+
+def _read_toml(path: Path, *, what: str) -> dict[str, Any]:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{what}: {path} does not exist. Check the path (relative paths are taken from "
+            "pytest's rootdir) or drop the option to use [tool.imagegen] in pyproject.toml."
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"{what}: cannot read {path}: {exc.strerror or exc}.") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {exc.start}); save the file as UTF-8."
+        ) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        # The decoder's message ends with "(at line N, column M)"; the offending line
+        # itself is not quoted, since it may hold a pasted key.
+        raise ConfigError(
+            f"{path}: invalid TOML: {exc}. Fix the syntax there (see https://toml.io)."
+        ) from None
+
+
+def _locate(*, rootdir: Path, explicit: Path | None) -> tuple[_Source | None, Any]:
+    """Find and read the configuration: ``(source, table)`` or ``(None, None)``."""
+    if explicit is not None:
+        path = explicit if explicit.is_absolute() else rootdir / explicit
+        doc = _read_toml(path, what="--imagegen-config")
+        tool = doc.get("tool")
+        if isinstance(tool, dict) and "imagegen" in tool:
+            table = tool["imagegen"]
+            src = _Source(path, "tool.imagegen")
+        elif isinstance(tool, dict) or "project" in doc or "build-system" in doc:
+            raise ConfigError(
+                f"--imagegen-config: {path} has no [tool.imagegen] table. Add one, or write "
+                "the settings at the top level of a file of their own."
+            )
+        else:
+            table, src = doc, _Source(path, "")
+    else:
+        path = rootdir / "pyproject.toml"
+        if not path.is_file():
+            return None, None
+        doc = _read_toml(path, what="pyproject.toml")
+        tool = doc.get("tool")
+        if not isinstance(tool, dict) or "imagegen" not in tool:
+            return None, None
+        table, src = tool["imagegen"], _Source(path, "tool.imagegen")
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: {src.root_table} must be a table of settings.")
+    return src, table
+
+
+def _check_no_secrets(table: Mapping[str, Any], src: _Source) -> None:
+    """Refuse any value that looks like a credential, wherever it sits in the file."""
+    found: list[str] = []
+
+    def walk(node: Any, loc: tuple[str | int, ...]) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                sub = (*loc, key)
+                if _is_secret_name(str(key)) and not isinstance(value, (dict, list)):
+                    found.append(f"{_loc_text(sub, table, src)} is a credential")
+                elif isinstance(value, str) and _KEY_SHAPED_RE.search(value):
+                    found.append(f"{_loc_text(sub, table, src)} holds what looks like an API key")
+                else:
+                    walk(value, sub)
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                if isinstance(value, str) and _KEY_SHAPED_RE.search(value):
+                    found.append(
+                        f"{_loc_text((*loc, i), table, src)} holds what looks like an API key"
+                    )
+                else:
+                    walk(value, (*loc, i))
+
+    walk(table, ())
+    if found:
+        raise ConfigError(
+            f"{src.path}: {'; '.join(found)}. A key never sits in a file: put the NAME of an "
+            'environment variable in api_key_env (e.g. api_key_env = "RELAY_API_KEY" in '
+            f"[[{src.table('endpoints')}]]) and export the key in that variable. If the key "
+            "was ever committed, revoke it."
+        )
+
+
+def _loc_text(loc: Sequence[str | int], table: Mapping[str, Any], src: _Source) -> str:
+    """``endpoints[0].image_model ([[tool.imagegen.endpoints]] name = "relay")``."""
+    dotted = ""
+    for part in loc:
+        dotted += f"[{part}]" if isinstance(part, int) else (f".{part}" if dotted else str(part))
+    if not dotted:
+        return src.root_table
+    where = ""
+    if len(loc) >= 2 and loc[0] == "endpoints" and isinstance(loc[1], int):
+        items = table.get("endpoints")
+        name = None
+        if isinstance(items, list) and loc[1] < len(items) and isinstance(items[loc[1]], dict):
+            name = items[loc[1]].get("name")
+        shown = isinstance(name, str) and not _KEY_SHAPED_RE.search(name)
+        label = f' name = "{name}"' if shown else f" #{loc[1] + 1}"
+        where = f" ([[{src.table('endpoints')}]]{label})"
+    elif len(loc) >= 2 and loc[0] == "profiles":
+        where = f" ([{src.table('profiles')}.{loc[1]}])"
+    return dotted + where
+
+
+def _allowed_keys(loc: Sequence[str | int]) -> tuple[str, ...]:
+    """The keys valid in the table that holds the last element of ``loc``."""
+    parent = [p for p in loc[:-1] if not isinstance(p, int)]
+    if not parent:
+        return tuple(FileConfig.model_fields)
+    if parent[0] == "endpoints":
+        if len(parent) >= 2 and parent[1] == "fallback":
+            return FALLBACK_KEYS
+        return tuple(EndpointConfig.model_fields)
+    if parent[0] == "reference":
+        return tuple(ReferenceConfig.model_fields)
+    if parent[0] == "profiles":
+        if len(parent) >= 3 and parent[2] == "size_rule":
+            return tuple(SizeRuleConfig.model_fields)
+        return tuple(CustomProfileConfig.model_fields)
+    return ()
+
+
+_FIELD_HINTS = {
+    "max_retries": "SDK retries per attempt, 0..10; the fallback chain does the retrying, so 0 "
+    "is usual",
+    "timeout_s": "seconds one attempt may take, a number > 0",
+    "deadline_s": "seconds the whole request (all fallback steps) may take, a number > 0",
+    "budget_usd": "the spend cap of one live run in USD, a number >= 0",
+    "record_mode": "one of " + ", ".join(RECORD_MODES),
+    "endpoints": "write each endpoint as its own [[tool.imagegen.endpoints]] table, with "
+    "double brackets",
+    "fallback": 'a list of override tables, e.g. fallback = [{ quality = "low" }]',
+    "headers": 'a table of header names to text values, e.g. headers = { "X-Team" = "imaging" }',
+}
+
+
+def _validation_errors(exc: ValidationError, table: Mapping[str, Any], src: _Source) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        where = _loc_text(loc, table, src)
+        if err["type"] == "extra_forbidden":
+            key = str(loc[-1])
+            allowed = _allowed_keys(loc)
+            line = f"{where}: unknown key {key!r}.{did_you_mean(key, allowed)}"
+            if not [p for p in loc[:-1] if not isinstance(p, int)] and key in (
+                EndpointConfig.model_fields
+            ):
+                line += f" ({key!r} belongs in a [[{src.table('endpoints')}]] table.)"
+            line += f" Valid keys here: {', '.join(allowed)}."
+        elif err["type"] == "missing":
+            line = f"{where}: required key missing; add it."
+        else:
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            shown = ""
+            plain = not isinstance(err.get("input"), (dict, list))
+            if "headers" not in loc and plain and err["type"] != "value_error":
+                shown = f" = {err.get('input')!r}"
+            hint = _FIELD_HINTS.get(str(loc[-1]) if loc else "", "")
+            line = f"{where}{shown}: {msg}" + (f" ({hint})" if hint else "") + "."
+        lines.append(line)
+    return _join(
+        [f"{src.path}: {line}" for line in lines], "Invalid pytest-imagegen configuration:"
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Loading
+
+
+class _Problems:
+    """Collected configuration problems; raised together so one run shows all of them."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.separation = False
+
+    def add(self, message: str, *, separation: bool = False) -> None:
+        self.lines.append(message)
+        self.separation = self.separation or separation
+
+    def raise_if_any(self) -> None:
+        if not self.lines:
+            return
+        cls = ModelSeparationError if self.separation else ConfigError
+        raise cls(_join(self.lines, "Invalid pytest-imagegen configuration:"))
+
+
+@dataclass
+class _EndpointDraft:
+    """An endpoint's layers before resolution, plus how to name its keys in messages."""
+
+    name: str
+    layers: dict[str, dict[str, Any]]
+    label: Callable[[str], str]  # key -> where it is set, e.g. "OPENAI_MODEL"
+    explicit_profile: bool = False
+    is_reference: bool = False
+    in_file: bool = False
+
+
+def load_settings(
+    *,
+    cli: Mapping[str, Any],
+    env: Mapping[str, str],
+    rootdir: Path,
+    config_path: Path | None = None,
+) -> Settings:
+    """Resolve the configuration: command line > environment > config file > defaults.
+
+    ``cli`` keys (None = not given): ``record_mode``, ``budget_usd``, ``report``,
+    ``endpoints`` (list of names), ``config``. ``env`` is the environment to read (pass
+    ``os.environ``). ``config_path`` (e.g. the ``imagegen_config`` ini value, or
+    ``--imagegen-config`` made absolute) wins over ``cli["config"]``; relative paths, here
+    and in the settings, are taken from ``rootdir``. Raises :class:`ConfigError` /
+    :class:`ModelSeparationError` with a message that names the file, key or variable and
+    says what to do.
+    """
+    from pytest_imagegen import profiles as profiles_mod
+
+    rootdir = Path(rootdir).absolute()
+    cli_layer = _cli_layer(cli)
+    envs = EnvironmentSettings.from_mapping(env)
+
+    explicit = config_path if config_path is not None else cli.get("config")
+    src, table = _locate(rootdir=rootdir, explicit=Path(explicit) if explicit else None)
+    file_cfg = FileConfig()
+    if src is not None and table is not None:
+        _check_no_secrets(table, src)
+        try:
+            file_cfg = FileConfig.model_validate(table)
+        except ValidationError as exc:
+            raise ConfigError(_validation_errors(exc, table, src)) from None
+
+    problems = _Problems()
+    custom, custom_sources = _custom_profiles(file_cfg, src, problems, profiles_mod)
+    problems.raise_if_any()
+
+    # ---- top-level settings
+    env_layer = {
+        "record_mode": _env_hit(envs.imagegen_record_mode, "IMAGEGEN_RECORD_MODE"),
+        "budget_usd": _env_hit(envs.imagegen_budget_usd, "IMAGEGEN_BUDGET_USD"),
+        "report": _env_hit(envs.imagegen_report, "IMAGEGEN_REPORT"),
+        "cassette_dir": _env_hit(envs.imagegen_cassette_dir, "IMAGEGEN_CASSETTE_DIR"),
+    }
+    file_layer = {
+        key: (getattr(file_cfg, key), SOURCE_FILE)
+        for key in ("record_mode", "budget_usd", "report", "cassette_dir")
+        if getattr(file_cfg, key) is not None
+    }
+    default_layer = {
+        "record_mode": ("none", SOURCE_DEFAULT),
+        "budget_usd": (1.0, SOURCE_DEFAULT),
+        "cassette_dir": ("cassettes", SOURCE_DEFAULT),
+    }
+    top, sources = resolve(
+        "", {CLI: cli_layer, ENV: env_layer, FILE: file_layer, DEFAULT: default_layer}
+    )
+    record_mode = top["record_mode"]
+    if src is not None:
+        if cli.get("config"):
+            sources["config_file"] = SOURCE_CLI
+        elif config_path is not None:
+            sources["config_file"] = "ini imagegen_config"
+        else:
+            sources["config_file"] = SOURCE_DEFAULT
+
+    # ---- endpoints
+    if file_cfg.endpoints:
+        assert src is not None and table is not None
+        drafts = [_file_draft(i, ep, src, table) for i, ep in enumerate(file_cfg.endpoints)]
+        seen: dict[str, int] = {}
+        for i, ep in enumerate(file_cfg.endpoints):
+            if ep.name in seen:
+                problems.add(
+                    f"{src.path}: endpoints[{seen[ep.name]}] and endpoints[{i}] are both named "
+                    f"{ep.name!r}; endpoint names must be unique (they name test ids and "
+                    "cassette folders). Rename one."
+                )
+            seen.setdefault(ep.name, i)
+    elif any(_env_set(env, var) for var in ENV_ENDPOINT_VARS):
+        drafts = [_env_draft(envs, problems)]
+    else:
+        drafts = [_reference_draft()]
+    problems.raise_if_any()
+
+    endpoints: list[Endpoint] = []
+    for draft in drafts:
+        endpoint = _resolve_endpoint(draft, custom, problems, profiles_mod)
+        if endpoint is not None:
+            endpoints.append(endpoint)
+    problems.raise_if_any()
+
+    # ---- selection and keys
+    names = [e.name for e in endpoints]
+    selected = tuple(dict.fromkeys(cli.get("endpoints") or ()))
+    unknown = [n for n in selected if n not in names]
+    if unknown:
+        raise ConfigError(_unknown_endpoint_message(unknown, names))
+    if selected:
+        sources["selected"] = SOURCE_CLI
+    final: list[Endpoint] = []
+    for endpoint in endpoints:
+        needed = not selected or endpoint.name in selected
+        final.append(_attach_key(endpoint, env, record_mode, needed, problems))
+    problems.raise_if_any()
+
+    for endpoint in final:
+        for key, source in endpoint.sources.items():
+            sources[f"endpoints.{endpoint.name}.{key}"] = source
+    sources.update(custom_sources)
+    report = top.get("report")
+    return Settings(
+        cassette_dir=_under(rootdir, top["cassette_dir"]),
+        record_mode=record_mode,
+        budget_usd=float(top["budget_usd"]),
+        report=_under(rootdir, report) if report else None,
+        endpoints=tuple(final),
+        selected=selected,
+        config_file=src.path if src else None,
+        sources=sources,
+        custom_profiles=custom,
+        reference=(
+            file_cfg.reference.model_dump(exclude_none=True) if file_cfg.reference else None
+        ),
+    )
+
+
+def _under(rootdir: Path, value: str | Path) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else rootdir / path
+
+
+def _env_set(env: Mapping[str, str], var: str) -> bool:
+    value = env.get(var)
+    return bool(value and value.strip())
+
+
+def _env_hit(value: Any, var: str) -> tuple[Any, str] | None:
+    return None if value is None else (value, f"{SOURCE_ENV} {var}")
+
+
+def _cli_layer(cli: Mapping[str, Any]) -> dict[str, tuple[Any, str]]:
+    layer: dict[str, tuple[Any, str]] = {}
+    mode = cli.get("record_mode")
+    if mode is not None:
+        if mode not in RECORD_MODES:
+            raise ConfigError(
+                f"--imagegen-record-mode={mode}: not a record mode; use one of "
+                + ", ".join(RECORD_MODES)
+                + "."
+            )
+        layer["record_mode"] = (mode, SOURCE_CLI)
+    budget = cli.get("budget_usd")
+    if budget is not None:
+        try:
+            value = float(budget)
+        except (TypeError, ValueError):
+            value = math.nan
+        if not math.isfinite(value) or value < 0:
+            raise ConfigError(
+                f"--imagegen-budget={budget}: the budget must be a number of USD >= 0, such as "
+                "--imagegen-budget=1.50."
+            )
+        layer["budget_usd"] = (value, SOURCE_CLI)
+    for key in ("report", "cassette_dir"):
+        if cli.get(key):
+            layer[key] = (cli[key], SOURCE_CLI)
+    return layer
+
+
+def _custom_profiles(
+    file_cfg: FileConfig, src: _Source | None, problems: _Problems, profiles_mod: Any
+) -> tuple[dict[str, Profile], dict[str, str]]:
+    """Build the ``[tool.imagegen.profiles.NAME]`` profiles (file overrides > parent's values)."""
+    built: dict[str, Profile] = {}
+    sources: dict[str, str] = {}
+    if not file_cfg.profiles or src is None:
+        return built, sources
+    known = tuple(profiles_mod.PROFILES)
+    for name, cfg in file_cfg.profiles.items():
+        where = f"{src.path}: [{src.table('profiles')}.{name}]"
+        if not _PROFILE_NAME_RE.fullmatch(name):
+            problems.add(f"{where}: profile names must match [a-z0-9_.-]+.")
+            continue
+        if name in known:
+            problems.add(
+                f"{where}: {name!r} is a built-in profile; give your profile its own name "
+                f'(e.g. "{name}-relay") and set parent = "{name}".'
+            )
+            continue
+        if cfg.parent not in known:
+            problems.add(
+                f"{where}: parent = {cfg.parent!r} is not a built-in profile."
+                f"{did_you_mean(cfg.parent, known)} Known profiles: {', '.join(known)}."
+            )
+            continue
+        parent = profiles_mod.get_profile(cfg.parent)
+        overrides = cfg.model_dump(exclude_unset=True, exclude={"parent"})
+        file_layer = {k: (v, SOURCE_FILE) for k, v in overrides.items()}
+        parent_layer = {
+            k[len("profile.") :]: (getattr(parent, k[len("profile.") :], None), SOURCE_PROFILE)
+            for k, _ in PRECEDENCE
+            if k.startswith("profile.")
+        }
+        _values, value_sources = resolve("profile", {FILE: file_layer, PROFILE: parent_layer})
+        try:
+            profile = profiles_mod.make_custom_profile(name, parent=cfg.parent, **overrides)
+        except (ValueError, TypeError, KeyError, ConfigError) as exc:
+            detail = str(exc.args[0] if exc.args else exc).rstrip(".")
+            problems.add(f"{where}: {detail}. Fix the overrides in that table.")
+            continue
+        built[name] = profile
+        sources[f"profiles.{name}.parent"] = SOURCE_FILE
+        for key, source in value_sources.items():
+            sources[f"profiles.{name}.{key}"] = source
+    return built, sources
+
+
+def _file_draft(
+    index: int, ep: EndpointConfig, src: _Source, table: Mapping[str, Any]
+) -> _EndpointDraft:
+    """Layers of one ``[[tool.imagegen.endpoints]]`` table."""
+    values = ep.model_dump(exclude_unset=True)
+    if "fallback" in values:
+        values["fallback"] = tuple(
+            step.model_dump(exclude_unset=True) for step in (ep.fallback or ())
+        )
+    file_layer = {k: (v, SOURCE_FILE) for k, v in values.items() if k != "name"}
+
+    def label(key: str) -> str:
+        return f"{src.path}: " + _loc_text(("endpoints", index, *key.split(".")), table, src)
+
+    # No default api_key_env for third-party hosts: sending the OpenAI key to a relay leaks it.
+    def default_key_env(resolved: Mapping[str, Any]) -> tuple[Any, str] | None:
+        host = urlsplit(resolved.get("base_url", "")).hostname or ""
+        if host == "api.openai.com":
+            return (DEFAULT_OPENAI_KEY_ENV, SOURCE_DEFAULT)
+        return None
+
+    return _EndpointDraft(
+        name=ep.name,
+        layers={
+            FILE: file_layer,
+            DEFAULT: {**_endpoint_defaults(), "api_key_env": default_key_env},
+        },
+        label=label,
+        explicit_profile=ep.profile is not None,
+        in_file=True,
+    )
+
+
+def _endpoint_defaults() -> dict[str, Any]:
+    defaults = Endpoint.__dataclass_fields__
+    return {
+        "base_url": (DEFAULT_BASE_URL, SOURCE_DEFAULT),
+        "timeout_s": (defaults["timeout_s"].default, SOURCE_DEFAULT),
+        "deadline_s": (defaults["deadline_s"].default, SOURCE_DEFAULT),
+        "max_retries": (defaults["max_retries"].default, SOURCE_DEFAULT),
+        "fallback": ((), SOURCE_DEFAULT),
+        "headers": ({}, SOURCE_DEFAULT),
+    }
+
+
+_OPENAI_MODEL_CHAT = (
+    "OPENAI_MODEL={model} is a chat model; set OPENAI_IMAGE_MODEL=gpt-image-1 (or another image "
+    "model) for image calls, and keep OPENAI_MODEL for chat"
+)
+
+
+def _env_draft(envs: EnvironmentSettings, problems: _Problems) -> _EndpointDraft:
+    """The single ``env`` endpoint from the OPENAI_* variables."""
+    from pytest_imagegen.profiles import model_kind
+
+    layer: dict[str, Any] = {
+        "api_key_env": (DEFAULT_OPENAI_KEY_ENV, f"{SOURCE_ENV} {DEFAULT_OPENAI_KEY_ENV}"),
+    }
+    if envs.openai_base_url:
+        layer["base_url"] = (envs.openai_base_url, f"{SOURCE_ENV} OPENAI_BASE_URL")
+    legacy = envs.openai_model
+    legacy_kind = model_kind(legacy) if legacy else None
+    if envs.openai_image_model:
+        layer["image_model"] = (envs.openai_image_model, f"{SOURCE_ENV} OPENAI_IMAGE_MODEL")
+    elif legacy:
+        if legacy_kind == "chat":
+            problems.add(
+                _OPENAI_MODEL_CHAT.format(model=legacy)
+                + ". pytest-imagegen refuses to send image requests to a chat model.",
+                separation=True,
+            )
+        elif legacy_kind == "unknown":
+            problems.add(
+                f"OPENAI_MODEL={legacy} is neither an image model nor a chat model that "
+                "pytest-imagegen knows, so it cannot be used for image calls. Set "
+                "OPENAI_IMAGE_MODEL=gpt-image-1 (or another image model), or declare the "
+                'endpoint in [[tool.imagegen.endpoints]] with profile = "gpt-image-1" (or '
+                "the profile the model follows)."
+            )
+        else:
+            layer["image_model"] = (legacy, f"{SOURCE_ENV} OPENAI_MODEL")
+    if envs.openai_chat_model:
+        layer["chat_model"] = (envs.openai_chat_model, f"{SOURCE_ENV} OPENAI_CHAT_MODEL")
+    elif legacy and legacy_kind == "chat":
+        layer["chat_model"] = (legacy, f"{SOURCE_ENV} OPENAI_MODEL")
+
+    def label(key: str) -> str:
+        source = layer.get(key, (None, ""))[1]
+        var = source.removeprefix(f"{SOURCE_ENV} ") if source.startswith(SOURCE_ENV) else None
+        return var or {"image_model": "OPENAI_IMAGE_MODEL", "chat_model": "OPENAI_CHAT_MODEL"}.get(
+            key, key
+        )
+
+    return _EndpointDraft(
+        name=ENV_ENDPOINT_NAME,
+        layers={
+            ENV: layer,
+            DEFAULT: {
+                **_endpoint_defaults(),
+                "image_model": (DEFAULT_ENV_IMAGE_MODEL, SOURCE_DEFAULT),
+            },
+        },
+        label=label,
+    )
+
+
+def reference_endpoint_values() -> dict[str, Any]:
+    """The embedded reference endpoint's settings (base_url is filled in by the plugin)."""
+    return {
+        "base_url": "",
+        "image_model": "gpt-image-1.5",
+        "chat_model": "gpt-4o-mini",
+        "timeout_s": 2.0,
+        "deadline_s": 10.0,
+        "max_retries": 0,
+        "fallback": ({"quality": "medium"}, {"quality": "low", "size": "1024x1024"}),
+        "headers": {},
+    }
+
+
+def _reference_draft() -> _EndpointDraft:
+    defaults = {k: (v, SOURCE_DEFAULT) for k, v in reference_endpoint_values().items()}
+    return _EndpointDraft(
+        name=REFERENCE_ENDPOINT_NAME,
+        layers={DEFAULT: defaults},
+        label=lambda key: f"the reference endpoint's {key}",
+        is_reference=True,
+    )
+
+
+def _resolve_endpoint(
+    draft: _EndpointDraft,
+    custom: Mapping[str, Profile],
+    problems: _Problems,
+    profiles_mod: Any,
+) -> Endpoint | None:
+    """Resolve one endpoint's layers and check it; problems are collected, None returned."""
+    before = len(problems.lines)
+
+    def infer_profile(resolved: Mapping[str, Any]) -> tuple[Any, str] | None:
+        model = resolved.get("image_model")
+        return (model, f"{SOURCE_PROFILE} (from image_model)") if model else None
+
+    layers = {**draft.layers, PROFILE: {"profile": infer_profile}}
+    values, sources = resolve("endpoint", layers)
+    label = draft.label
+    image_model: str = values["image_model"]
+    chat_model: str | None = values.get("chat_model")
+
+    # ---- base URL
+    base_url: str = values["base_url"]
+    if not draft.is_reference:
+        key_fix = (
+            "put the NAME of the environment variable holding the key in api_key_env"
+            if draft.in_file
+            else f"put the key in {DEFAULT_OPENAI_KEY_ENV}"
+        )
+        problem = _url_problem(base_url, key_fix)
+        if problem:
+            problems.add(f"{label('base_url')}: {problem}.")
+
+    # ---- timeouts
+    timeout_s = float(values["timeout_s"])
+    deadline_s = float(values["deadline_s"])
+    if timeout_s > deadline_s:
+        problems.add(
+            f"{label('timeout_s')}: timeout_s = {_show(timeout_s)} is longer than deadline_s = "
+            f"{_show(deadline_s)}, so one attempt could run past the deadline. Set timeout_s <= "
+            f"deadline_s (e.g. timeout_s = {_show(deadline_s)}) or raise deadline_s."
+        )
+
+    # ---- model separation and the profile
+    profile = _endpoint_profile(draft, values, sources, custom, problems, profiles_mod)
+    if chat_model is not None:
+        _check_chat_model(draft, image_model, chat_model, problems, profiles_mod)
+
+    # ---- fallback
+    fallback = tuple(dict(step) for step in values["fallback"])
+    if profile is not None:
+        for i, step in enumerate(fallback):
+            _check_step(
+                draft,
+                i,
+                len(fallback),
+                step,
+                profile,
+                image_model,
+                chat_model,
+                custom,
+                problems,
+                profiles_mod,
+            )
+
+    if len(problems.lines) != before or profile is None:
+        return None
+    return Endpoint(
+        name=draft.name,
+        base_url=base_url,
+        image_model=image_model,
+        profile=profile,
+        api_key_env=values.get("api_key_env"),
+        chat_model=chat_model,
+        timeout_s=timeout_s,
+        deadline_s=deadline_s,
+        max_retries=int(values["max_retries"]),
+        fallback=fallback,
+        headers=dict(values["headers"]),
+        is_reference=draft.is_reference,
+        sources=sources,
+    )
+
+
+def _known_profiles(custom: Mapping[str, Profile], profiles_mod: Any) -> tuple[str, ...]:
+    return (*profiles_mod.PROFILES, *custom)
+
+
+def _endpoint_profile(
+    draft: _EndpointDraft,
+    values: Mapping[str, Any],
+    sources: dict[str, str],
+    custom: Mapping[str, Profile],
+    problems: _Problems,
+    profiles_mod: Any,
+) -> Profile | None:
+    """The endpoint's profile; refuses chat models and unknown models without a profile."""
+    image_model: str = values["image_model"]
+    label = draft.label
+    kind = profiles_mod.model_kind(image_model)
+    if kind == "chat":
+        if draft.in_file:
+            fix = (
+                f'Set image_model to an image model (e.g. image_model = "gpt-image-1") and put '
+                f'"{image_model}" in chat_model if the app uses it for chat.'
+            )
+        else:
+            var = label("image_model")
+            fix = (
+                f"Set {var}=gpt-image-1 (or another image model) and "
+                f"OPENAI_CHAT_MODEL={image_model}."
+            )
+            label = lambda key: var  # noqa: E731 - the variable is the whole location
+        problems.add(
+            f"{label('image_model')}: {image_model!r} is a chat model, not an image model; image "
+            f"requests would be sent to a chat model. {fix}",
+            separation=True,
+        )
+        return None
+    known = _known_profiles(custom, profiles_mod)
+    explicit = values.get("profile") if draft.explicit_profile else None
+    if explicit is not None and explicit not in known:
+        problems.add(
+            f"{label('profile')}: profile = {explicit!r} is not a known profile."
+            f"{did_you_mean(explicit, known)} Known profiles: {', '.join(known)} (declare your "
+            "own under [tool.imagegen.profiles.NAME] with a parent)."
+        )
+        return None
+    profile = profiles_mod.resolve_profile(image_model, profile=explicit, custom=dict(custom))
+    if profile is None:
+        if draft.in_file:
+            fix = (
+                f'Set profile = "gpt-image-1" (or another of: {", ".join(known)}) in this table '
+                "to say what the model accepts, or use a known model name."
+            )
+        else:
+            fix = (
+                "Use a known image model name, or declare the endpoint in "
+                '[[tool.imagegen.endpoints]] with profile = "gpt-image-1" (or the profile the '
+                "model follows)."
+            )
+        what = (
+            "is an image model without a built-in profile"
+            if kind == "image"
+            else "is not a model pytest-imagegen knows"
+        )
+        problems.add(
+            f"{label('image_model')}: {image_model!r} {what}, so it cannot tell which "
+            f"parameters the model accepts. {fix}"
+        )
+        return None
+    return profile
+
+
+def _same_model(a: str, b: str, profiles_mod: Any) -> bool:
+    """Do ``a`` and ``b`` name one model (relay aliases, provider prefixes and case aside)?"""
+
+    def canonical(model: str) -> str:
+        return profiles_mod.canonical_model(model) or model.strip().lower().rsplit("/", 1)[-1]
+
+    return canonical(a) == canonical(b)
+
+
+def _check_chat_model(
+    draft: _EndpointDraft, image_model: str, chat_model: str, problems: _Problems, profiles_mod: Any
+) -> None:
+    label = draft.label
+    if _same_model(image_model, chat_model, profiles_mod):
+        problems.add(
+            f"{label('chat_model')}: chat_model {chat_model!r} is the image model "
+            f"({label('image_model')} = {image_model!r}); one model cannot serve both image "
+            "and chat calls. Set the chat model to the one your app uses for chat (e.g. "
+            "gpt-4o-mini), or leave it unset.",
+            separation=True,
+        )
+    elif profiles_mod.model_kind(chat_model) == "image":
+        problems.add(
+            f"{label('chat_model')}: {chat_model!r} is an image model; chat requests would be "
+            "sent to an image model. Set it to the chat model your app uses (e.g. gpt-4o-mini), "
+            "or leave it unset.",
+            separation=True,
+        )
+
+
+def _check_step(
+    draft: _EndpointDraft,
+    index: int,
+    count: int,
+    step: Mapping[str, Any],
+    profile: Profile,
+    image_model: str,
+    chat_model: str | None,
+    custom: Mapping[str, Profile],
+    problems: _Problems,
+    profiles_mod: Any,
+) -> None:
+    """Refuse a fallback step the endpoint's (or the step's model's) profile rejects."""
+    from pytest_imagegen.request_builder import validate_request
+
+    step_text = f"endpoint {draft.name!r}, step {index + 1} of {count}"
+    where = f"{draft.label(f'fallback[{index}]')} ({step_text})"
+    model = step.get("model") or image_model
+    step_profile = profile
+    if step.get("model"):
+        kind = profiles_mod.model_kind(model)
+        if kind == "chat":
+            problems.add(
+                f"{where}: model = {model!r} is a chat model; this fallback step would send "
+                "image requests to a chat model. Use an image model (e.g. model = "
+                '"gpt-image-1-mini") or drop the model key.',
+                separation=True,
+            )
+            return
+        if chat_model is not None and _same_model(model, chat_model, profiles_mod):
+            problems.add(
+                f"{where}: model = {model!r} is this endpoint's chat_model; use an image model.",
+                separation=True,
+            )
+            return
+        if _same_model(model, image_model, profiles_mod):
+            step_profile = profile
+        else:
+            step_profile = profiles_mod.resolve_profile(model, custom=dict(custom))
+            if step_profile is None:
+                problems.add(
+                    f"{where}: model = {model!r} is not a model pytest-imagegen knows, so the "
+                    "step cannot be checked. Use a known image model name, or configure that "
+                    "model as an endpoint of its own with a profile."
+                )
+                return
+    body = {"model": model, "prompt": "fallback step check", **step}
+    for violation in validate_request(body, step_profile):
+        if violation.param not in step:
+            continue  # only what the step sets is the step's fault
+        value = step[violation.param]
+        detail = violation.message
+        if violation.supported and "Supported values" not in detail:
+            detail += " Supported values: " + ", ".join(repr(v) for v in violation.supported) + "."
+        if violation.code == "unknown_parameter":
+            detail += f" Profile {step_profile.name} does not take {violation.param} at all."
+        problems.add(
+            f"{where}: {violation.param} = {value!r} is not valid for profile "
+            f"{step_profile.name}: {detail} Change or remove {violation.param} in that step."
+        )
+
+
+def _attach_key(
+    endpoint: Endpoint, env: Mapping[str, str], record_mode: str, needed: bool, problems: _Problems
+) -> Endpoint:
+    """Read the endpoint's key from the variable it names; required only for live modes."""
+    from dataclasses import replace
+
+    if endpoint.is_reference:
+        return endpoint
+    var = endpoint.api_key_env
+    key = (env.get(var) or "").strip() if var else ""
+    sources = dict(endpoint.sources)
+    if key:
+        sources["api_key"] = f"{SOURCE_ENV} {var}"
+        return replace(endpoint, api_key=key, sources=sources)
+    if not needed or record_mode not in LIVE_RECORD_MODES or _is_loopback(endpoint.base_url):
+        return endpoint
+    if var is None:
+        problems.add(
+            f"endpoint {endpoint.name!r} ({_mask_url(endpoint.base_url)}) has no api_key_env, "
+            f'and record mode {record_mode!r} calls it live. Add api_key_env = "RELAY_API_KEY" '
+            "(the NAME of the variable that holds its key) to its [[tool.imagegen.endpoints]] "
+            "table and set that variable, or run with --imagegen-record-mode=none to replay "
+            "cassettes."
+        )
+    else:
+        from_env = sources.get("api_key_env", "").startswith(SOURCE_ENV)
+        named_by = "" if from_env else " (named by api_key_env)"
+        problems.add(
+            f"endpoint {endpoint.name!r} needs an API key for record mode {record_mode!r}: set "
+            f"the environment variable {var}{named_by}, or run with "
+            "--imagegen-record-mode=none to replay cassettes without a key."
+        )
+    return endpoint
