@@ -20,7 +20,16 @@ _LAZY = {
     "ReferenceServer": "pytest_imagegen.reference",
 }
 
-__all__ = ["__version__", *_LAZY]
+__all__ = [
+    "Attempt",
+    "Category",
+    "Diagnosis",
+    "Outcome",
+    "ReferenceServer",
+    "__version__",
+    "classify",
+    "generate",
+]
 
 if TYPE_CHECKING:
     from pytest_imagegen.errors import Category, Diagnosis, classify

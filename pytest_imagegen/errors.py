@@ -43,6 +43,14 @@ class CassetteError(ImagegenError):
     """A cassette is missing, corrupt, or has no recording for a request."""
 
 
+class MalformedResponse(ImagegenError, ValueError):
+    """A 2xx answer that is not a valid image response (the message says what is wrong)."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class ConformanceFailure(AssertionError):
     """A conformance check found the endpoint misbehaving.
 
@@ -281,6 +289,11 @@ def _classify(x: object, *, now: float) -> Diagnosis:
     """The unguarded classifier (tests call it directly so that bugs surface)."""
     if isinstance(x, Diagnosis):
         return x
+    if isinstance(x, MalformedResponse):
+        return malformed(str(x), status=x.status)
+    if isinstance(x, json.JSONDecodeError):
+        # What the SDK raises when a 2xx body is not JSON.
+        return malformed(f"the response body is not JSON: {x}")
     ev = _Evidence()
     _gather(ev, x)
     return _decide(ev, now)

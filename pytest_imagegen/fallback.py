@@ -29,7 +29,14 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from pytest_imagegen.errors import ConfigError, Diagnosis, ImagegenError, classify, hint_for
+from pytest_imagegen.errors import (
+    ConfigError,
+    Diagnosis,
+    ImagegenError,
+    MalformedResponse,
+    classify,
+    hint_for,
+)
 from pytest_imagegen.errors import malformed as malformed_diagnosis
 from pytest_imagegen.images import GeneratedImage, decode_b64, inspect_image
 from pytest_imagegen.profiles import resolve_profile
@@ -79,14 +86,6 @@ MAX_IMAGE_URL_BYTES = 64 * 1024 * 1024
 
 _CONCRETE_SIZE = re.compile(r"^\s*(\d+)\s*x\s*(\d+)\s*$")
 _FORMAT_ALIASES = {"jpg": "jpeg"}
-
-
-class MalformedResponse(ImagegenError, ValueError):
-    """A 2xx answer that is not a valid image response (the message says what is wrong)."""
-
-    def __init__(self, message: str, *, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 # --------------------------------------------------------------------------- data model
