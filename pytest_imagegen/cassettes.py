@@ -1,0 +1,840 @@
+"""Cassettes: record image-endpoint traffic once, replay it offline, keep nothing secret.
+
+Built on vcrpy (which intercepts the ``httpx2`` transports the openai SDK uses): a
+:class:`vcr.cassette.Cassette` subclass adds scrubbing, image shrinking, indexed matching on
+method, path and canonical JSON body, and clear errors; a persister writes atomically and
+merges concurrent recordings under a file lock. In record mode ``none`` a socket-level
+guard refuses every connection that is not to loopback.
+
+Usage (the pytest plugin does this around each test)::
+
+    path = cassette_path(cassette_dir, "relay", "test_images", "test_generate")
+    with recording(path, mode="none", secrets=endpoint.secrets) as session:
+        client.images.generate(model="gpt-image-1", prompt="a cat")
+    session.status  # "replayed"
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import functools
+import hashlib
+import importlib.util
+import ipaddress
+import json
+import os
+import re
+import socket
+import tempfile
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+from vcr.cassette import Cassette
+from vcr.errors import UnhandledHTTPRequestError
+from vcr.patch import CassettePatcherBuilder
+from vcr.persisters.filesystem import CassetteDecodeError, CassetteNotFoundError
+from vcr.record_mode import RecordMode
+from vcr.request import Request
+from vcr.serialize import deserialize as vcr_deserialize
+from vcr.serialize import serialize as vcr_serialize
+
+from pytest_imagegen._scrub import PLACEHOLDER, Scrubber
+from pytest_imagegen.config import RECORD_MODES
+from pytest_imagegen.errors import CassetteError, ConfigError
+
+__all__ = [
+    "CASSETTE_SUFFIX",
+    "PLACEHOLDER",
+    "RECORD_MODES",
+    "CassetteSession",
+    "cassette_path",
+    "find_unused_cassettes",
+    "read_cassette",
+    "recording",
+]
+
+CASSETTE_SUFFIX = ".yaml"
+#: Version of the ``imagegen`` header block in a cassette file.
+FORMAT_VERSION = 1
+#: Longest file or folder name made from a test or module name, before the hash.
+MAX_NAME_CHARS = 80
+#: How long a recording process waits for another one to finish writing the same cassette.
+LOCK_TIMEOUT_S = 120.0
+
+_RECORD_ONCE = "pytest --imagegen --imagegen-record-mode=once"
+_RECORD_NEW = "pytest --imagegen --imagegen-record-mode=new_episodes"
+_RERECORD = "pytest --imagegen --imagegen-record-mode=all"
+
+# Characters kept as they are in cassette file and folder names.
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
+_WINDOWS_RESERVED = frozenset(
+    {"con", "prn", "aux", "nul"} | {f"com{i}" for i in range(10)} | {f"lpt{i}" for i in range(10)}
+)
+
+Key = tuple[str, str, str]  # (method, path, canonical body)
+
+
+# -- paths ----------------------------------------------------------------------------------
+
+
+def _safe_name(name: str) -> str:
+    """A portable file name for ``name``: readable prefix, plus a short hash if altered."""
+    cleaned = _SAFE_NAME.sub("_", name).strip("._-") or "_"
+    cleaned = cleaned[:MAX_NAME_CHARS].rstrip("._-") or "_"
+    if cleaned == name and cleaned.lower().split(".")[0] not in _WINDOWS_RESERVED:
+        return cleaned
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{cleaned}-{digest}"
+
+
+def cassette_path(cassette_dir: Path | str, endpoint: str, module: str, test: str) -> Path:
+    """``cassette_dir/<endpoint>/<module>/<test>.yaml``, every part made filesystem-safe.
+
+    ``module`` may be a dotted name or a file path (``tests/test_x.py`` -> ``tests.test_x``).
+    A part that had to be changed (brackets of parametrize ids, slashes, non-ASCII, more
+    than 80 characters) keeps a readable prefix and gets a hash of the original appended,
+    so two different tests never share a cassette.
+    """
+    module = module.replace("\\", "/").removesuffix(".py").strip("/").replace("/", ".")
+    return (
+        Path(cassette_dir)
+        / _safe_name(endpoint)
+        / _safe_name(module)
+        / (_safe_name(test) + CASSETTE_SUFFIX)
+    )
+
+
+def find_unused_cassettes(cassette_dir: Path | str, used_paths: Iterable[Path | str]) -> list[Path]:
+    """Cassette files under ``cassette_dir`` that no test of this run used, sorted.
+
+    Temporary files of interrupted writes (``.<name>.*.tmp``) and lock files are not
+    cassettes and are never listed.
+    """
+    root = Path(cassette_dir)
+    if not root.is_dir():
+        return []
+    used = {Path(p).resolve() for p in used_paths}
+    found = [
+        path
+        for path in root.rglob("*" + CASSETTE_SUFFIX)
+        if path.is_file()
+        and not path.name.startswith(".")
+        and not any(part.startswith(".") for part in path.relative_to(root).parts)
+        and path.resolve() not in used
+    ]
+    return sorted(found)
+
+
+# -- the session the caller sees --------------------------------------------------------------
+
+
+@dataclass
+class CassetteSession:
+    """What happened to one cassette during one ``recording()`` context.
+
+    ``status`` is ``"replayed"`` (answers came from the cassette), ``"recorded"`` (at least
+    one live interaction was added), ``"live"`` (no cassette, loopback traffic went live and
+    nothing was recorded) or ``"unused"`` (no HTTP traffic at all). ``unused`` lists the
+    recorded interactions this run never played, as ``"POST /v1/images/generations"``.
+    """
+
+    path: Path
+    mode: str
+    status: str = "unused"
+    played: int = 0
+    recorded: int = 0
+    unused: tuple[str, ...] = ()
+    error: CassetteError | None = field(default=None, repr=False)
+
+    def summary(self) -> dict[str, Any]:
+        """The fields the report keeps, JSON-ready."""
+        return {
+            "cassette": str(self.path),
+            "cassette_status": self.status,
+            "mode": self.mode,
+            "played": self.played,
+            "recorded": self.recorded,
+            "unused": list(self.unused),
+        }
+
+    def _fail(self, error: CassetteError) -> CassetteError:
+        if self.error is None:
+            self.error = error
+        return error
+
+
+# -- file format ------------------------------------------------------------------------------
+
+
+class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]
+    """Safe YAML dumper (libyaml when available)."""
+
+
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class YamlSerializer:
+    """vcrpy serializer: vcrpy's cassette layout plus an ``imagegen`` header block.
+
+    The header records the format version and the number of interactions, so that a
+    truncated file is recognised even when what is left happens to be valid YAML.
+    """
+
+    @staticmethod
+    def serialize(cassette: dict[str, Any]) -> str:
+        interactions = cassette["interactions"]
+        document: dict[str, Any] = {
+            "version": cassette.get("version", 1),
+            "imagegen": {"format": FORMAT_VERSION, "interactions": len(interactions)},
+            "interactions": interactions,
+        }
+        if cassette.get("metadata"):
+            document["metadata"] = cassette["metadata"]
+        return yaml.dump(
+            document,
+            Dumper=_Dumper,
+            sort_keys=False,
+            allow_unicode=True,
+            default_flow_style=None,
+            width=100,
+        )
+
+    @staticmethod
+    def deserialize(text: str) -> dict[str, Any]:
+        document = yaml.load(text, Loader=_Loader)
+        if not isinstance(document, dict) or not isinstance(document.get("interactions"), list):
+            raise ValueError("no list of interactions at the top level")
+        header = document.get("imagegen")
+        if header is not None:
+            if not isinstance(header, dict) or header.get("format") != FORMAT_VERSION:
+                raise ValueError(f"unknown imagegen cassette format {header!r}")
+            expected = header.get("interactions")
+            if expected != len(document["interactions"]):
+                raise ValueError(
+                    f"the header announces {expected} interactions but "
+                    f"{len(document['interactions'])} are present"
+                )
+        for number, interaction in enumerate(document["interactions"], 1):
+            _check_interaction(number, interaction)
+        return document
+
+
+def _check_interaction(number: int, interaction: Any) -> None:
+    try:
+        request, response = interaction["request"], interaction["response"]
+        ok = (
+            isinstance(request["method"], str)
+            and isinstance(request["uri"], str)
+            and isinstance(request["headers"], dict)
+            and "body" in request
+            and isinstance(response["status"]["code"], int)
+            and isinstance(response["headers"], dict)
+            and "string" in response["body"]
+        )
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"interaction {number} is incomplete (no {exc})") from None
+    if not ok:
+        raise ValueError(f"interaction {number} has fields of the wrong type")
+
+
+SERIALIZER = YamlSerializer()
+
+
+class AtomicPersister:
+    """vcrpy persister: atomic writes (temp file in the same folder, fsync, rename).
+
+    A reader never sees a half-written cassette: the file at the cassette's path is always
+    a complete old or complete new version. Callers serialise writers with a lock.
+    """
+
+    @classmethod
+    def load_cassette(cls, cassette_path: Path | str, serializer: Any) -> tuple[list, list]:
+        path = Path(cassette_path)
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            raise CassetteNotFoundError() from None
+        except IsADirectoryError:
+            raise CassetteDecodeError("it is a directory") from None
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise CassetteDecodeError(f"it is not UTF-8 text ({exc.reason})") from None
+        if not text.strip():
+            raise CassetteDecodeError("the file is empty")
+        try:
+            requests, responses, *_ = vcr_deserialize(text, serializer)
+        except yaml.YAMLError as exc:
+            reason = str(exc).splitlines()
+            raise CassetteDecodeError(
+                f"it is not valid YAML ({' '.join(x.strip() for x in reason[:3])})"
+            ) from None
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CassetteDecodeError(str(exc)) from None
+        return requests, responses
+
+    @staticmethod
+    def save_cassette(cassette_path: Path | str, cassette_dict: dict, serializer: Any) -> None:
+        data = vcr_serialize(cassette_dict, serializer).encode("utf-8")
+        _atomic_write(Path(cassette_path), data)
+
+
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name}."
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        # mkstemp makes the file private; a cassette is meant to be committed and shared.
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):
+        # Make the rename itself durable (not possible on every platform).
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def read_cassette(path: Path | str) -> list[dict[str, Any]]:
+    """The interactions of a cassette file as plain dicts; CassetteError if it is corrupt."""
+    path = Path(path)
+    try:
+        requests, responses = AtomicPersister.load_cassette(path, SERIALIZER)
+    except CassetteNotFoundError:
+        raise CassetteError(_missing_message(path, "none")) from None
+    except CassetteDecodeError as exc:
+        raise CassetteError(_corrupt_message(path, str(exc))) from None
+    return [
+        {"request": request._to_dict(), "response": response}
+        for request, response in zip(requests, responses, strict=True)
+    ]
+
+
+# -- messages ---------------------------------------------------------------------------------
+
+
+def _missing_message(path: Path, mode: str) -> str:
+    return (
+        f"No cassette at {path}: record mode {mode!r} only replays, and nothing was recorded "
+        f"for this test yet. Record it against the live endpoint with:\n    {_RECORD_ONCE}"
+    )
+
+
+def _corrupt_message(path: Path, reason: str) -> str:
+    return (
+        f"Cassette {path} is corrupt or truncated: {reason}. It was left as it is. "
+        f"Delete it and record it again with:\n    {_RECORD_ONCE}"
+    )
+
+
+def _describe(key: Key) -> str:
+    return f"{key[0]} {key[1]}"
+
+
+def _pretty(canonical: str) -> list[str]:
+    try:
+        value = json.loads(canonical)
+    except ValueError:
+        return canonical.splitlines() or [""]
+    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False).splitlines()
+
+
+def _body_diff(recorded: str, requested: str, *, limit: int = 60) -> list[str]:
+    lines = list(
+        difflib.unified_diff(
+            _pretty(recorded), _pretty(requested), "recorded", "requested", lineterm="", n=2
+        )
+    )
+    lines = [line if len(line) <= 200 else line[:197] + "..." for line in lines]
+    if len(lines) > limit:
+        lines = [*lines[:limit], f"... ({len(lines) - limit} more diff lines)"]
+    return lines
+
+
+# -- the cassette -----------------------------------------------------------------------------
+
+
+def _body_matcher(r1: Request, r2: Request) -> None:
+    """vcrpy matcher: equal canonical bodies (JSON with sorted keys, secrets scrubbed)."""
+    assert _key_of(r1)[2] == _key_of(r2)[2], "canonical bodies differ"
+
+
+def _method_path_matcher(r1: Request, r2: Request) -> None:
+    """vcrpy matcher: same method and path (host and port are ignored)."""
+    assert _key_of(r1)[:2] == _key_of(r2)[:2], "method or path differ"
+
+
+_DEFAULT_SCRUBBER = Scrubber.create()
+
+
+def _key_of(request: Request) -> Key:
+    key = getattr(request, "_imagegen_key", None)
+    if key is None:
+        scrubbed, canonical = _DEFAULT_SCRUBBER.request(request)
+        key = (request.method.upper(), urlsplit(scrubbed.uri).path, canonical)
+    return key
+
+
+class ImagegenCassette(Cassette):
+    """A vcrpy cassette with scrubbing, shrinking, indexed matching and merge-on-save.
+
+    Only interactions loaded from the file are replayed; what this run records is never
+    replayed in the same run, so a later replay sees the same sequence of answers.
+    """
+
+    def __init__(self, path: Path, *, mode: str, scrubber: Scrubber, session: CassetteSession):
+        super().__init__(
+            path,
+            serializer=SERIALIZER,
+            persister=AtomicPersister,
+            record_mode=RecordMode(mode),
+            match_on=(_method_path_matcher, _body_matcher),
+        )
+        self._scrubber = scrubber
+        self._session = session
+        self._keys: list[Key] = []
+        self._index: dict[Key, list[int]] = {}
+        self._recorded: list[int] = []
+        self._lock = threading.RLock()
+        self.existed = False
+
+    # vcrpy calls these with the live request -------------------------------------------------
+
+    def _prepare(self, request: Request) -> tuple[Request, Key]:
+        cached = getattr(request, "_imagegen_prepared", None)
+        if cached is not None and cached[0] is self._scrubber:
+            return cached[1], cached[2]
+        scrubbed, canonical = self._scrubber.request(request)
+        key = (request.method.upper(), urlsplit(scrubbed.uri).path, canonical)
+        scrubbed._imagegen_key = key  # type: ignore[attr-defined]
+        request._imagegen_prepared = (self._scrubber, scrubbed, key)  # type: ignore[attr-defined]
+        return scrubbed, key
+
+    def filter_request(self, request: Request) -> Request:
+        return self._prepare(request)[0]
+
+    def _next_unplayed(self, key: Key) -> int | None:
+        for index in self._index.get(key, ()):
+            if self.play_counts[index] == 0:
+                return index
+        return None
+
+    def can_play_response_for(self, request: Request) -> bool:
+        if self.record_mode == RecordMode.ALL:
+            return False
+        _, key = self._prepare(request)
+        with self._lock:
+            index = self._next_unplayed(key)
+            if index is not None:
+                # Reserved now, so that two threads never get the same answer.
+                self.play_counts[index] += 1
+                request._imagegen_reserved = index  # type: ignore[attr-defined]
+                return True
+        if self.write_protected:
+            raise self._session._fail(CassetteError(self._no_match_message(key)))
+        return False
+
+    def play_response(self, request: Request) -> dict[str, Any]:
+        index = getattr(request, "_imagegen_reserved", None)
+        if index is None:
+            if not self.can_play_response_for(request):
+                raise UnhandledHTTPRequestError(
+                    f"The cassette ({self._path}) has no unplayed recording of this request"
+                )
+            index = request._imagegen_reserved  # type: ignore[attr-defined]
+        del request._imagegen_reserved  # type: ignore[attr-defined]
+        with self._lock:
+            self._session.played += 1
+        return self.data[index][1]
+
+    def _responses(self, request: Request) -> Iterator[tuple[int, dict[str, Any]]]:
+        _, key = self._prepare(request)
+        for index in self._index.get(key, ()):
+            yield index, self.data[index][1]
+
+    def __contains__(self, request: Request) -> bool:
+        _, key = self._prepare(request)
+        return self._next_unplayed(key) is not None
+
+    def append(self, request: Request, response: dict[str, Any]) -> None:
+        scrubbed, key = self._prepare(request)
+        stored = self._scrubber.response(response)
+        with self._lock:
+            self.data.append((scrubbed, stored))
+            self._keys.append(key)
+            self._recorded.append(len(self.data) - 1)
+            self.dirty = True
+            self._session.recorded += 1
+
+    # loading and saving ----------------------------------------------------------------------
+
+    def _read_disk(self) -> list[tuple[Request, dict[str, Any], Key]] | None:
+        """The interactions in the file now (None if there is none); CassetteError if corrupt."""
+        try:
+            requests, responses = self._persister.load_cassette(self._path, self._serializer)
+        except CassetteNotFoundError:
+            return None
+        except CassetteDecodeError as exc:
+            error = CassetteError(_corrupt_message(self._path, str(exc)))
+            raise self._session._fail(error) from None
+        return [
+            (request, response, self._prepare(request)[1])
+            for request, response in zip(requests, responses, strict=True)
+        ]
+
+    def _load(self) -> None:
+        disk = self._read_disk()
+        if disk is None:
+            return
+        for request, response, key in disk:
+            self.data.append((request, response))
+            self._keys.append(key)
+            self._index.setdefault(key, []).append(len(self.data) - 1)
+        self._loaded_count = len(self.data)
+        self.existed = True
+        self.rewound = True  # vcrpy's flag for "loaded from a file": `once` may not add to it
+        self.dirty = False
+
+    def unused_interactions(self) -> tuple[str, ...]:
+        """Loaded interactions this run neither replayed nor (mode ``all``) recorded again."""
+        rerecorded = {self._keys[i] for i in self._recorded}
+        return tuple(
+            _describe(self._keys[i])
+            for i in range(self._loaded_count)
+            if self.play_counts[i] == 0 and self._keys[i] not in rerecorded
+        )
+
+    def _save(self, force: bool = False) -> None:
+        """Merge what this run recorded into the file on disk, under a lock, atomically.
+
+        Another worker may have written the same cassette since it was loaded; its
+        interactions are kept, and ours are added unless that worker recorded the same
+        request as often already.
+        """
+        if self.record_mode == RecordMode.NONE or not self._recorded:
+            return
+        from filelock import FileLock, Timeout
+
+        lock_path = str(self._path) + ".lock"
+        Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with FileLock(lock_path, timeout=LOCK_TIMEOUT_S):
+                merged = self._merge(self._read_disk() or [])
+                _remove_stale_temp_files(Path(self._path))
+                self._persister.save_cassette(
+                    self._path,
+                    {
+                        "requests": [request for request, _ in merged],
+                        "responses": [response for _, response in merged],
+                    },
+                    serializer=self._serializer,
+                )
+        except Timeout:
+            raise self._session._fail(
+                CassetteError(
+                    f"Could not write cassette {self._path}: another process has held "
+                    f"{lock_path} for {LOCK_TIMEOUT_S:.0f} s. If no other test run is "
+                    "writing cassettes, delete the lock file and run again."
+                )
+            ) from None
+        self.dirty = False
+
+    def _merge(
+        self, disk: list[tuple[Request, dict[str, Any], Key]]
+    ) -> list[tuple[Request, dict[str, Any]]]:
+        recorded = [(*self.data[i], self._keys[i]) for i in self._recorded]
+        if self.record_mode == RecordMode.ALL:
+            rerecorded = {key for _, _, key in recorded}
+            kept = [(q, r) for q, r, key in disk if key not in rerecorded]
+            return kept + [(q, r) for q, r, _ in recorded]
+        on_disk = Counter(key for _, _, key in disk)
+        # How often this run asked for each request: loaded answers played plus new ones.
+        asked = Counter(self._keys[i] for i in range(self._loaded_count) if self.play_counts[i])
+        asked.update(key for _, _, key in recorded)
+        ours: dict[Key, list[int]] = {}
+        for position, (_, _, key) in enumerate(recorded):
+            ours.setdefault(key, []).append(position)
+        keep: set[int] = set()
+        for key, positions in ours.items():
+            missing = asked[key] - on_disk[key]
+            if missing > 0:
+                keep.update(positions[-missing:])
+        merged = [(q, r) for q, r, _ in disk]
+        merged += [(q, r) for position, (q, r, _) in enumerate(recorded) if position in keep]
+        return merged
+
+    # messages ----------------------------------------------------------------------------------
+
+    def _no_match_message(self, key: Key) -> str:
+        path, mode = Path(self._path), self.record_mode.value
+        if not self.existed:
+            return _missing_message(path, mode)
+        loaded = range(self._loaded_count)
+        same = [i for i in loaded if self._keys[i] == key]
+        lines = [
+            f"Cassette {path} has no recording left for {_describe(key)} "
+            f"(record mode {mode!r} does not add to an existing cassette)."
+        ]
+        if same:
+            lines.append(
+                f"This request was recorded {len(same)} time(s) and every recording has "
+                "already been replayed in this test: the test now sends it more often "
+                "than when it was recorded."
+            )
+        else:
+            best = self._closest(key)
+            if best is None:
+                lines.append("The cassette holds no interactions at all.")
+            else:
+                number, other = best
+                played = " (already replayed)" if self.play_counts[number] else ""
+                lines.append(
+                    f"Closest recorded request: {_describe(other)}, interaction "
+                    f"{number + 1} of {self._loaded_count}{played}."
+                )
+                if other[:2] != key[:2]:
+                    lines.append(f"Method or path differ: {_describe(other)} != {_describe(key)}.")
+                diff = _body_diff(other[2], key[2])
+                if diff:
+                    lines.append("Canonical bodies (recorded -> requested):")
+                    lines.extend("    " + line for line in diff)
+        lines.append(
+            f"To add it to the cassette, record with:\n    {_RECORD_NEW}\n"
+            f"or record the whole cassette again with:\n    {_RERECORD}"
+        )
+        return "\n".join(lines)
+
+    def _closest(self, key: Key) -> tuple[int, Key] | None:
+        best: tuple[tuple[int, float], int] | None = None
+        for i in range(self._loaded_count):
+            other = self._keys[i]
+            same_route = int(other[:2] == key[:2]) + int(other[1] == key[1])
+            similarity = difflib.SequenceMatcher(None, other[2], key[2], autojunk=False).ratio()
+            score = (same_route, similarity)
+            if best is None or score > best[0]:
+                best = (score, i)
+        return None if best is None else (best[1], self._keys[best[1]])
+
+
+def _remove_stale_temp_files(path: Path) -> None:
+    """Remove temp files of writes that were killed midway (call with the lock held)."""
+    for stale in path.parent.glob(_temp_prefix(path) + "*.tmp"):
+        with contextlib.suppress(OSError):
+            stale.unlink()
+
+
+# -- the network guard for record mode "none" -------------------------------------------------
+
+
+def _is_loopback(host: Any) -> bool:
+    if isinstance(host, bytes):
+        host = host.decode("ascii", "replace")
+    if not isinstance(host, str):
+        return False
+    name = host.strip("[]").split("%", 1)[0].rstrip(".").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback or address.is_unspecified
+
+
+class _NetworkGuard:
+    """Refuses, before any packet is sent, connections and lookups that leave loopback.
+
+    Patches ``socket.socket.connect``/``connect_ex``/``sendto`` and ``socket.getaddrinfo``
+    for the duration of the context and restores exactly what was there before.
+    """
+
+    _METHODS = ("connect", "connect_ex", "sendto")
+
+    def __init__(self, refuse: Callable[[str], CassetteError]) -> None:
+        self._refuse = refuse
+        self._saved: dict[str, Any] = {}
+
+    def _check(self, sock: socket.socket, address: Any) -> None:
+        if getattr(sock, "family", None) == getattr(socket, "AF_UNIX", object()):
+            return
+        if isinstance(address, tuple) and address:
+            host, port = address[0], address[1] if len(address) > 1 else None
+            if not _is_loopback(host):
+                target = f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+                raise self._refuse(target)
+
+    def __enter__(self) -> _NetworkGuard:
+        guard = self
+        for name in self._METHODS:
+            self._saved[name] = socket.socket.__dict__.get(name)
+        original_connect = socket.socket.connect
+        original_connect_ex = socket.socket.connect_ex
+        original_sendto = socket.socket.sendto
+        original_getaddrinfo = socket.getaddrinfo
+        self._saved["getaddrinfo"] = original_getaddrinfo
+        own_names = {socket.gethostname().lower()}
+
+        def connect(sock: socket.socket, address: Any) -> None:
+            guard._check(sock, address)
+            return original_connect(sock, address)
+
+        def connect_ex(sock: socket.socket, address: Any) -> int:
+            guard._check(sock, address)
+            return original_connect_ex(sock, address)
+
+        def sendto(sock: socket.socket, data: bytes, *args: Any) -> int:
+            if args:
+                guard._check(sock, args[-1])
+            return original_sendto(sock, data, *args)
+
+        def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+            name = host.decode("idna") if isinstance(host, bytes) else host
+            if name is not None and not _is_loopback(name) and str(name).lower() not in own_names:
+                port = args[0] if args else kwargs.get("port")
+                raise guard._refuse(f"{name}:{port}")
+            return original_getaddrinfo(host, *args, **kwargs)
+
+        socket.socket.connect = connect  # type: ignore[method-assign]
+        socket.socket.connect_ex = connect_ex  # type: ignore[method-assign]
+        socket.socket.sendto = sendto  # type: ignore[method-assign,assignment]
+        socket.getaddrinfo = getaddrinfo
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for name in self._METHODS:
+            saved = self._saved.get(name)
+            if saved is None:
+                with contextlib.suppress(AttributeError):
+                    delattr(socket.socket, name)
+            else:
+                setattr(socket.socket, name, saved)
+        socket.getaddrinfo = self._saved["getaddrinfo"]
+
+
+def _refusal(session: CassetteSession, path: Path) -> Callable[[str], CassetteError]:
+    def refuse(target: str) -> CassetteError:
+        return session._fail(
+            CassetteError(
+                f"Record mode 'none' allows no connection except to loopback, and this test "
+                f"tried to reach {target} (cassette {path}). Nothing was sent. Record the "
+                f"cassette against the live endpoint with:\n    "
+                f"{_RECORD_NEW if path.exists() else _RECORD_ONCE}"
+            )
+        )
+
+    return refuse
+
+
+# vcrpy patcher group -> the module it patches ("httplib" is always there).
+_PATCHED_MODULES = {
+    "requests": "requests",
+    "boto3": "botocore",
+    "urllib3": "urllib3",
+    "httplib2": "httplib2",
+    "tornado": "tornado",
+    "aiohttp": "aiohttp",
+    "httpx": "httpx",
+    "httpx2": "httpx2",
+}
+
+
+@functools.lru_cache(maxsize=1)
+def _absent_patchers() -> tuple[str, ...]:
+    """vcrpy patcher groups whose library is not installed.
+
+    vcrpy tries to import each of them on every cassette; a failed import searches the whole
+    ``sys.path`` and was most of the replay overhead per test.
+    """
+    return tuple(
+        group
+        for group, module in _PATCHED_MODULES.items()
+        if importlib.util.find_spec(module) is None
+    )
+
+
+# -- the context manager ------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def recording(
+    path: Path | str,
+    *,
+    mode: str,
+    secrets: Sequence[str] = (),
+    secret_headers: Sequence[str] = (),
+    loopback_live: bool = False,
+) -> Iterator[CassetteSession]:
+    """Record or replay the HTTP traffic of the ``with`` block in the cassette at ``path``.
+
+    ``mode``: ``none`` (replay only; a request with no recording, a missing cassette, or
+    any connection beyond loopback is a :class:`CassetteError`), ``once`` (record if the
+    cassette does not exist, else replay only), ``new_episodes`` (replay what is recorded,
+    record the rest), ``all`` (record everything again, keeping recorded requests that
+    were not repeated). With ``loopback_live`` a missing cassette in mode ``none`` lets
+    requests go live to loopback instead (status ``"live"``, nothing recorded).
+
+    A :class:`CassetteError` raised during the block is raised again when the block ends,
+    even if the code under test caught it, so a missing recording never passes silently.
+    """
+    if mode not in RECORD_MODES:
+        raise ConfigError(
+            f"Unknown record mode {mode!r}: use one of {', '.join(RECORD_MODES)} "
+            "(--imagegen-record-mode or record_mode in [tool.imagegen])."
+        )
+    path = Path(path)
+    session = CassetteSession(path=path, mode=mode)
+    scrubber = Scrubber.create(secrets=secrets, secret_headers=secret_headers)
+    cassette: ImagegenCassette | None = None
+    if mode == "none" and loopback_live and not path.exists():
+        session.status = "live"
+    else:
+        cassette = ImagegenCassette(path, mode=mode, scrubber=scrubber, session=session)
+        cassette._load()
+    try:
+        with contextlib.ExitStack() as stack:
+            if mode == "none":
+                stack.enter_context(_NetworkGuard(_refusal(session, path)))
+            if cassette is not None:
+                cassette.skip_patchers = _absent_patchers()
+                for patcher in CassettePatcherBuilder(cassette).build():
+                    stack.enter_context(patcher)
+            yield session
+    except CassetteError:
+        raise
+    except Exception as exc:
+        if session.error is not None:
+            raise session.error from exc
+        raise
+    finally:
+        if cassette is not None:
+            try:
+                cassette._save()
+            finally:
+                session.unused = cassette.unused_interactions()
+                if session.recorded:
+                    session.status = "recorded"
+                elif session.played:
+                    session.status = "replayed"
+    if session.error is not None:
+        raise session.error
