@@ -93,7 +93,9 @@ def _encode(im, fmt: str) -> bytes:
     buf = io.BytesIO()
     if pil_format == "JPEG" and im.mode not in ("RGB", "L"):
         im = im.convert("RGB")
-    save_args = {"optimize": True} if pil_format == "PNG" else {"quality": 80}
+    save_args: dict[str, object] = {"optimize": True}
+    if pil_format != "PNG":
+        save_args["quality"] = 80
     im.save(buf, format=pil_format, **save_args)
     return buf.getvalue()
 
