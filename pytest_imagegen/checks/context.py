@@ -1,0 +1,445 @@
+"""What a check gets: the endpoint, clients that record what they send, and a place to
+record figures for the report.
+
+A check never builds an ``openai.OpenAI`` itself: :meth:`CheckContext.client` adds the
+event hooks that capture each request actually sent (for the separation and request-shape
+assertions), reserve its estimated price against the budget, and tally its cost.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import inspect
+import json
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from pytest_imagegen.errors import BudgetExceededError, ConformanceFailure, Diagnosis
+
+if TYPE_CHECKING:
+    import openai
+
+    from pytest_imagegen.budget import Budget
+    from pytest_imagegen.config import Endpoint
+    from pytest_imagegen.images import GeneratedImage
+    from pytest_imagegen.reference import ReferenceServer
+
+__all__ = [
+    "MAX_THUMBNAILS",
+    "PROMPT",
+    "SERVERLESS_RESPONSE_CAP",
+    "Call",
+    "CheckContext",
+    "SentRequest",
+    "bind_reference",
+]
+
+#: The prompt of every suite request: fixed, so a replay sends byte-identical bodies.
+PROMPT = "A red bicycle leaning against a white wall, flat illustration"
+
+#: Vercel's cap on a (non-streaming) serverless function's response body: 4.5 MB.
+SERVERLESS_RESPONSE_CAP = 4_500_000
+
+#: Thumbnails kept per test for the HTML report.
+MAX_THUMBNAILS = 4
+
+_IMAGES_PATH = "/images/generations"
+_CHAT_PATH = "/chat/completions"
+
+
+def bind_reference(endpoint: Endpoint, reference: ReferenceServer | None) -> Endpoint:
+    """The embedded reference endpoint pointed at a running server (others unchanged)."""
+    if reference is None or not endpoint.is_reference or endpoint.base_url:
+        return endpoint
+    return replace(endpoint, base_url=reference.base_url, api_key=reference.api_key)
+
+
+@dataclass(frozen=True)
+class SentRequest:
+    """A request as it left the client (captured by an httpx2 request hook)."""
+
+    method: str
+    url: str
+    path: str
+    content_type: str
+    body: Any  # the parsed JSON body, or None
+
+    @property
+    def model(self) -> str | None:
+        model = self.body.get("model") if isinstance(self.body, dict) else None
+        return model if isinstance(model, str) else None
+
+
+@dataclass
+class Call:
+    """One request a check made and what came back."""
+
+    method: str
+    path: str
+    body: dict[str, Any]
+    status: int | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    content: bytes = b""
+    latency_s: float = 0.0
+    diagnosis: Diagnosis | None = None
+    images: tuple[GeneratedImage, ...] = ()
+    document: Any = None  # the parsed JSON body, or None
+
+    @property
+    def ok(self) -> bool:
+        """A 2xx with valid images (or, for chat, any 2xx)."""
+        return self.diagnosis is None and self.status is not None and self.status < 300
+
+    def describe(self) -> str:
+        """What came back, in a few words (for failure messages)."""
+        if self.diagnosis is not None:
+            return str(self.diagnosis)
+        kinds = sorted({f"{im.format} {im.size}" for im in self.images})
+        images = f", {len(self.images)} image(s) {', '.join(kinds)}" if self.images else ""
+        return f"HTTP {self.status}{images}"
+
+    def request_line(self) -> str:
+        shown = {k: v for k, v in self.body.items() if k not in ("prompt", "messages")}
+        return f"{self.method} {self.path} {json.dumps(shown, sort_keys=True)}"
+
+
+class CheckContext:
+    """Everything a check needs about one endpoint, and what it records for the report.
+
+    ``client_factory(**overrides)`` makes clients (default ``endpoint.client``); it must pass
+    ``http_client`` on to ``openai.OpenAI``. ``is_live(request)`` says whether a request
+    really goes out (False when a cassette replays it): only live requests are priced and
+    reserved against ``budget``; ``replayed()`` counts replayed answers (see
+    :func:`pytest_imagegen.budget.event_hooks`). ``data`` is the dict the report reads
+    (``latencies_s``, ``attempts``, ``successes``, ``cost_usd``, ``response_bytes``,
+    ``images``).
+    """
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        *,
+        reference: ReferenceServer | None = None,
+        budget: Budget | None = None,
+        client_factory: Callable[..., openai.OpenAI] | None = None,
+        is_live: Callable[[Any], bool] | None = None,
+        replayed: Callable[[], int] | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        self.endpoint = bind_reference(endpoint, reference)
+        self.profile = self.endpoint.profile
+        self.reference = reference
+        self.budget = budget
+        self._factory = client_factory or self.endpoint.client
+        self._is_live = is_live or (lambda request: True)
+        self._replayed = replayed
+        self.data: dict[str, Any] = data if data is not None else {}
+        for key, empty in (
+            ("latencies_s", []),
+            ("attempts", 0),
+            ("successes", 0),
+            ("cost_usd", 0.0),
+            ("response_bytes", 0),
+            ("images", []),
+        ):
+            self.data.setdefault(key, empty)
+        self.sent: list[SentRequest] = []
+        self._http_clients: list[Any] = []
+
+    # ------------------------------------------------------------------ facts
+
+    @property
+    def can_inject_faults(self) -> bool:
+        """Whether the endpoint is a reference server this context controls."""
+        ref = self.reference
+        return (
+            ref is not None
+            and getattr(ref, "running", False)
+            and self.endpoint.base_url.rstrip("/") == ref.base_url.rstrip("/")
+        )
+
+    @property
+    def images_url(self) -> str:
+        return self.endpoint.base_url.rstrip("/") + _IMAGES_PATH
+
+    def cheap_params(self) -> dict[str, Any]:
+        """The cheapest valid quality and concrete size of the profile (keeps live runs cheap)."""
+        profile = self.profile
+        qualities = [q for q in profile.qualities if q != "auto"] or [None]
+        sizes = [s for s in profile.sizes if s != "auto"] or [None]
+        best: tuple[float, str | None, str | None] | None = None
+        for quality in qualities:
+            for size in sizes:
+                try:
+                    price = float(profile.price(quality=quality, size=size))
+                except (KeyError, ValueError, TypeError):
+                    continue
+                if best is None or price < best[0]:
+                    best = (price, quality, size)
+        params: dict[str, Any] = {}
+        if best is not None:
+            _, quality, size = best
+            if quality is not None and profile.accepts("quality"):
+                params["quality"] = quality
+            if size is not None:
+                params["size"] = size
+        return params
+
+    # ------------------------------------------------------------------ recording
+
+    def record(self, **data: Any) -> None:
+        """Add figures for the report: lists are extended, numbers added, the rest set."""
+        for key, value in data.items():
+            current = self.data.get(key)
+            if isinstance(current, list):
+                current.extend(value if isinstance(value, (list, tuple)) else [value])
+            elif isinstance(current, (int, float)) and isinstance(value, (int, float)):
+                self.data[key] = current + value
+            else:
+                self.data[key] = value
+
+    def record_images(self, images: tuple[GeneratedImage, ...]) -> None:
+        """Keep small thumbnails of the first few images for the HTML report."""
+        from pytest_imagegen.images import thumbnail_png
+
+        kept = self.data["images"]
+        for image in images:
+            if len(kept) >= MAX_THUMBNAILS:
+                return
+            try:
+                thumb = base64.b64encode(thumbnail_png(image.data)).decode("ascii")
+            except ValueError:
+                thumb = None
+            kept.append({"format": image.format, "size": image.size, "thumb_png_b64": thumb})
+
+    # ------------------------------------------------------------------ outcomes
+
+    def fail(self, message: str, *, call: Call | None = None) -> NoReturn:
+        """Fail the check; the diagnosis of ``call`` (if any) goes to the report."""
+        raise ConformanceFailure(message, diagnosis=call.diagnosis if call is not None else None)
+
+    def skip(self, reason: str) -> NoReturn:
+        from pytest_imagegen.checks import CheckSkipped
+
+        raise CheckSkipped(reason)
+
+    # ------------------------------------------------------------------ clients
+
+    def client(self, **overrides: Any) -> openai.OpenAI:
+        """An ``openai.OpenAI`` for the endpoint (no SDK retries unless asked) whose requests
+        are captured in :attr:`sent` and priced against the budget."""
+        import openai
+
+        from pytest_imagegen.budget import event_hooks
+
+        def capture(request: Any) -> None:
+            try:
+                raw = request.content
+                body = json.loads(raw) if raw else None
+            except Exception:  # streaming or non-JSON body: keep the request line only
+                body = None
+            self.sent.append(
+                SentRequest(
+                    method=request.method,
+                    url=str(request.url),
+                    path=request.url.path,
+                    content_type=request.headers.get("content-type", ""),
+                    body=body,
+                )
+            )
+
+        def add_cost(amount: float) -> None:
+            self.data["cost_usd"] = float(self.data.get("cost_usd") or 0.0) + amount
+
+        hooks = event_hooks(
+            self.budget,
+            self.endpoint,
+            is_live=self._is_live,
+            on_cost=add_cost,
+            replayed=self._replayed,
+        )
+        hooks["request"].insert(0, capture)
+        http_client = openai.DefaultHttpxClient(event_hooks=hooks)
+        self._http_clients.append(http_client)
+        overrides.setdefault("max_retries", 0)
+        return self._factory(http_client=http_client, **overrides)
+
+    def close(self) -> None:
+        """Close every HTTP client this context made."""
+        while self._http_clients:
+            client = self._http_clients.pop()
+            with contextlib.suppress(Exception):  # closing is best effort
+                client.close()
+
+    @contextmanager
+    def closing(self) -> Iterator[CheckContext]:
+        try:
+            yield self
+        finally:
+            self.close()
+
+    # ------------------------------------------------------------------ requests
+
+    def generate(
+        self,
+        body: Mapping[str, Any] | None = None,
+        *,
+        client: openai.OpenAI | None = None,
+        expect_images: bool = True,
+        **params: Any,
+    ) -> Call:
+        """``POST /images/generations`` through the SDK with ``params`` (``model`` defaults to
+        the endpoint's image model, ``prompt`` to :data:`PROMPT`; None values are left out), or
+        with ``body`` sent exactly as given (nulls included). Never raises for an endpoint
+        error (it is in ``Call.diagnosis``).
+
+        With ``expect_images`` the answer is decoded and checked (``n``, size, format; a bad
+        one gets a ``malformed_response`` diagnosis) and counted in the report's latency and
+        success figures; requests meant to be refused pass ``expect_images=False``.
+        """
+        if body is None:
+            body = {"model": self.endpoint.image_model, "prompt": PROMPT}
+            body.update({k: v for k, v in params.items() if v is not None})
+        else:
+            body = {"model": self.endpoint.image_model, **body}
+        client = client or self.client()
+        kwargs, extra = _split_sdk_keywords(client.images.generate, body)
+        call = self._send(
+            "POST",
+            _IMAGES_PATH,
+            body,
+            lambda: client.images.with_raw_response.generate(**kwargs, extra_body=extra or None),
+        )
+        if expect_images:
+            if call.diagnosis is None:
+                self._parse_images(call, client)
+            self.record(
+                latencies_s=[round(call.latency_s, 4)],
+                attempts=1,
+                successes=1 if call.ok else 0,
+                response_bytes=len(call.content),
+            )
+            self.record_images(call.images)
+        return call
+
+    def chat(self, model: str, *, client: openai.OpenAI | None = None) -> Call:
+        """``POST /chat/completions`` with ``model`` and a one-line message."""
+        body = {
+            "model": model,
+            "messages": [{"role": "user", "content": "Reply with the word OK."}],
+            "max_completion_tokens": 16,
+        }
+        client = client or self.client()
+        return self._send(
+            "POST",
+            _CHAT_PATH,
+            body,
+            lambda: client.chat.completions.with_raw_response.create(**body),
+        )
+
+    def _send(self, method: str, path: str, body: dict[str, Any], send: Callable[[], Any]) -> Call:
+        import openai
+
+        from pytest_imagegen.errors import classify
+
+        call = Call(method, path, body)
+        start = time.perf_counter()
+        try:
+            raw = send()
+            response = raw.http_response
+            call.status = response.status_code
+            call.headers = {k.lower(): v for k, v in response.headers.items()}
+            call.content = response.content
+        except openai.APIStatusError as exc:
+            response = exc.response
+            call.status = exc.status_code
+            call.headers = {k.lower(): v for k, v in response.headers.items()}
+            call.content = response.content
+            call.diagnosis = classify(exc)
+        except openai.APIConnectionError as exc:
+            cause = _budget_cause(exc)
+            if cause is not None:
+                raise ConformanceFailure(str(cause)) from cause
+            call.diagnosis = classify(exc)
+        except BudgetExceededError as exc:
+            raise ConformanceFailure(str(exc)) from exc
+        call.latency_s = time.perf_counter() - start
+        if call.content:
+            try:
+                call.document = json.loads(call.content)
+            except (ValueError, UnicodeDecodeError):
+                call.document = None
+        return call
+
+    def _parse_images(self, call: Call, client: openai.OpenAI) -> None:
+        from pytest_imagegen.errors import malformed
+        from pytest_imagegen.fallback import MalformedResponse, parse_images_response
+        from pytest_imagegen.profiles import parse_size
+
+        size = call.body.get("size")
+        if not isinstance(size, str) or parse_size(size) is None:
+            default = self.profile.default_size
+            size = default if parse_size(default) is not None else None
+        n = call.body.get("n", 1)
+        http = self._http_clients[-1] if self._http_clients else None
+
+        def fetch(url: str) -> bytes:
+            if http is None:
+                raise MalformedResponse("the response gave an image URL and no client can fetch it")
+            response = http.get(url, timeout=self.endpoint.timeout_s)
+            if response.status_code != 200:
+                raise MalformedResponse(
+                    f"the image URL answered HTTP {response.status_code} instead of an image"
+                )
+            return response.content
+
+        try:
+            call.images = parse_images_response(
+                call.content,
+                n=n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1,
+                size=size,
+                output_format=call.body.get("output_format"),
+                fetch=fetch,
+            )
+        except MalformedResponse as exc:
+            call.diagnosis = malformed(str(exc), status=call.status)
+
+
+def _budget_cause(exc: BaseException) -> BudgetExceededError | None:
+    seen = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, BudgetExceededError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+_SDK_KEYWORDS: dict[Any, frozenset[str]] = {}
+
+
+def _split_sdk_keywords(
+    method: Callable[..., Any], body: Mapping[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Keys the SDK method names go as keywords; the rest through ``extra_body`` unchanged,
+    so an invalid or newer parameter reaches the endpoint as written."""
+    key = getattr(method, "__qualname__", method)
+    known = _SDK_KEYWORDS.get(key)
+    if known is None:
+        params = inspect.signature(method).parameters.values()
+        known = frozenset(
+            p.name
+            for p in params
+            if p.kind is p.KEYWORD_ONLY
+            and p.name not in ("extra_headers", "extra_query", "extra_body", "timeout")
+        )
+        _SDK_KEYWORDS[key] = known
+    return (
+        {k: v for k, v in body.items() if k in known},
+        {k: v for k, v in body.items() if k not in known},
+    )

@@ -1,0 +1,30 @@
+"""Cost: the run's estimated spend stays under the budget, and the guard refused nothing."""
+
+from __future__ import annotations
+
+from pytest_imagegen.checks import check
+from pytest_imagegen.checks.context import CheckContext
+
+
+@check("cost", sends_requests=False)
+def within_budget(ctx: CheckContext) -> None:
+    """The run's estimated spend so far (all endpoints, all workers) is within ``budget_usd``
+    and the spend guard refused no request.
+
+    Fails with: "the budget guard refused 2 request(s): the run needs more than budget_usd=$1.00;
+    raise --imagegen-budget" or "estimated spend $1.20 is over budget_usd=$1.00".
+    """
+    budget = ctx.budget
+    if budget is None:
+        ctx.skip("no budget guard in this run (pass budget=Budget(cap_usd) to checks.run)")
+    state = budget.state()
+    ctx.record(run_spend_usd=state["spent_usd"], budget_usd=state["cap_usd"])
+    if state["refused"]:
+        ctx.fail(
+            f"the budget guard refused {state['refused']} request(s): the run needs more than "
+            f"budget_usd=${state['cap_usd']:.2f}; raise --imagegen-budget"
+        )
+    if state["spent_usd"] > state["cap_usd"]:
+        ctx.fail(
+            f"estimated spend ${state['spent_usd']:.2f} is over budget_usd=${state['cap_usd']:.2f}"
+        )

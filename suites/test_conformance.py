@@ -1,0 +1,87 @@
+"""The shipped conformance suite: one test per (selected endpoint, registered check).
+
+``pytest --imagegen`` adds this file to the collection. Each test is named after its check
+id and endpoint, e.g. ``separation.image_call_carries_image_model[relay]``, so ``-k
+separation`` or ``-k "errors and relay"`` select by name. The checks themselves live in
+:mod:`pytest_imagegen.checks`; a check that cannot run against an endpoint is skipped with
+the reason, never passed.
+
+This module is found through ``pytest_imagegen.suites`` (installed from this folder), so it
+imports only from ``pytest_imagegen``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_imagegen.checks import REGISTRY, Check, CheckSkipped
+from pytest_imagegen.errors import ConformanceFailure
+
+# Traceback styles for which a failed check shows its message instead of a traceback into
+# the check's code (``--tb=long`` or ``--tb=native`` still show everything).
+_SHORT_STYLES = ("auto", "short", "line", "no")
+
+
+class CheckItem(pytest.Function):
+    """A test item running one registered check against one endpoint."""
+
+    def __init__(self, *, check: Check, endpoint: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.imagegen_check = check
+        self.imagegen_endpoint_name = endpoint
+
+    def reportinfo(self) -> tuple[Any, int | None, str]:
+        # The check's own source; a domain that is not the tail of the node id keeps pytest
+        # from printing "separation::name" for the dotted check id.
+        func = self.imagegen_check.func
+        try:
+            path = Path(inspect.getsourcefile(func) or self.path)
+            lineno: int | None = inspect.getsourcelines(func)[1] - 1
+        except (OSError, TypeError):
+            path, lineno = self.path, None
+        return path, lineno, f"{self.imagegen_check.id} [{self.imagegen_endpoint_name}]"
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException]) -> Any:
+        style = self.config.getoption("tbstyle", "auto")
+        if isinstance(excinfo.value, ConformanceFailure) and style in _SHORT_STYLES:
+            check = self.imagegen_check
+            text = str(excinfo.value)
+            diagnosis = excinfo.value.diagnosis
+            if diagnosis is not None and diagnosis.hint and diagnosis.hint not in text:
+                text += f"\nhint: {diagnosis.hint}"
+            return f"{check.id} [{self.imagegen_endpoint_name}]: {text}\n(check: {check.summary})"
+        return super().repr_failure(excinfo)
+
+
+def _runner(check: Check) -> Callable[..., None]:
+    def run_check(_imagegen_check_context: Any) -> None:
+        try:
+            check(_imagegen_check_context)
+        except CheckSkipped as exc:
+            pytest.skip(exc.reason)
+
+    run_check.__doc__ = check.summary
+    return run_check
+
+
+def imagegen_suite(module: pytest.Module) -> list[pytest.Item]:
+    """Make the suite's items (called by the plugin's ``pytest_pycollect_makeitem``)."""
+    from pytest_imagegen.plugin import suite_endpoints
+
+    endpoints = suite_endpoints(module.config)
+    return [
+        CheckItem.from_parent(
+            module,
+            name=f"{check.id}[{endpoint.name}]",
+            callobj=_runner(check),
+            check=check,
+            endpoint=endpoint.name,
+        )
+        for check in REGISTRY.values()
+        for endpoint in endpoints
+    ]
