@@ -78,6 +78,9 @@ MARKER_HELP = (
 )
 
 _STATE = pytest.StashKey["_State"]()
+# The exception a test's call phase ended with: a cassette error it already reported is not
+# raised a second time when the cassette closes at teardown.
+_CALL_ERROR = pytest.StashKey[BaseException]()
 
 
 # --------------------------------------------------------------------------- options
@@ -574,6 +577,9 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     report = yield
+    if call.excinfo is not None and call.when == "call":
+        item.stash[_CALL_ERROR] = call.excinfo.value
+        _shorten_own_error(item, call.excinfo.value, report)
     data = _existing_data(item)
     if data is None:
         return report
@@ -588,6 +594,26 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
     prepare_report(report)
     return report
+
+
+def _shorten_own_error(item: pytest.Item, exc: BaseException, report: pytest.TestReport) -> None:
+    """Show a cassette or budget refusal as its message: the frames inside the SDK and the
+    HTTP layer between the test and the refusal say nothing the message does not."""
+    from pytest_imagegen.errors import BudgetExceededError, CassetteError
+
+    style = item.config.getoption("tbstyle", "auto")
+    if isinstance(exc, (CassetteError, BudgetExceededError)) and style in ("auto", "short"):
+        report.longrepr = f"{item.nodeid}\n{type(exc).__name__}: {exc}"
+
+
+def _already_reported(item: pytest.Item, error: BaseException) -> bool:
+    """Did the test's call phase already fail with ``error`` (or with something caused by it)?"""
+    seen = item.stash.get(_CALL_ERROR, None)
+    while seen is not None:
+        if seen is error:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _diagnosis_of(exc: BaseException) -> Any:
@@ -863,17 +889,23 @@ def _cassette(
     data = item_data(item)
     data["cassette"] = str(path)
     policy = _live_policy(path.exists(), mode, loopback)
-    with cassettes.recording(
-        path,
-        mode=mode,
-        secrets=endpoint.secrets,
-        secret_headers=tuple(endpoint.headers),
-        loopback_live=loopback,
-    ) as session:
-        try:
-            yield _Cassette(session, policy)
-        finally:
-            data["cassette_status"] = session.status
+    from pytest_imagegen.errors import CassetteError
+
+    try:
+        with cassettes.recording(
+            path,
+            mode=mode,
+            secrets=endpoint.secrets,
+            secret_headers=tuple(endpoint.headers),
+            loopback_live=loopback,
+        ) as session:
+            try:
+                yield _Cassette(session, policy)
+            finally:
+                data["cassette_status"] = session.status
+    except CassetteError as exc:
+        if not _already_reported(item, exc):
+            raise
     data["cassette_status"] = session.status
 
 

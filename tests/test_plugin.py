@@ -501,3 +501,35 @@ def test_marked_test_with_its_own_client_gets_a_cassette(
     before = len(local.log)
     pytester.runpytest().assert_outcomes(passed=2)  # replayed
     assert len(local.log) == before
+
+
+def test_missing_cassette_of_a_remote_endpoint_is_one_short_failure_per_test(
+    pytester: pytest.Pytester,
+) -> None:
+    """Replaying a remote endpoint with no cassette fails each test once, with the file and
+    the record command, and with no traceback through the SDK or a second teardown error."""
+    pytester.makepyprojecttoml(
+        "\n".join(
+            [
+                "[tool.imagegen]",
+                "[[tool.imagegen.endpoints]]",
+                'name = "relay"',
+                'base_url = "https://relay.invalid/v1"',
+                'api_key_env = "RELAY_KEY"',
+                'image_model = "gpt-image-1-vip"',
+            ]
+        )
+    )
+    result = pytester.runpytest("--imagegen", "-k", "request_is_valid")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "CassetteError: No cassette at *relay*request_shape.request_is_valid.yaml*",
+            "*pytest --imagegen --imagegen-record-mode=once",
+        ]
+    )
+    result.stdout.no_fnmatch_line("*_base_client.py*")
+    result.stdout.no_fnmatch_line("*ERROR at teardown*")
+    assert not (pytester.path / "cassettes").exists() or not any(
+        (pytester.path / "cassettes").rglob("*.yaml")
+    )
