@@ -12,6 +12,24 @@ Usage (the pytest plugin does this around each test)::
     with recording(path, mode="none", secrets=endpoint.secrets) as session:
         client.images.generate(model="gpt-image-1", prompt="a cat")
     session.status  # "replayed"
+
+Status of a cassette after its block (:attr:`CassetteSession.status`, shown as
+``cassette_status`` in the report):
+
+``replayed``
+    every request was answered from the cassette.
+``recorded``
+    at least one live interaction was added to the cassette (modes other than ``none``).
+``live``
+    requests went live to a loopback endpoint and nothing was replayed or recorded: in
+    mode ``none`` with ``loopback_live``, either there is no cassette, or none of the
+    requests has a recording in the existing one.
+``partly live``
+    mode ``none`` with ``loopback_live``: some requests were replayed and the others,
+    which have no recording left in the cassette, went live to loopback (e.g. a newer
+    hypothesis release drew different requests). Nothing was recorded.
+``unused``
+    the block sent no HTTP request.
 """
 
 from __future__ import annotations
@@ -139,10 +157,13 @@ def find_unused_cassettes(cassette_dir: Path | str, used_paths: Iterable[Path | 
 class CassetteSession:
     """What happened to one cassette during one ``recording()`` context.
 
-    ``status`` is ``"replayed"`` (answers came from the cassette), ``"recorded"`` (at least
-    one live interaction was added), ``"live"`` (no cassette, loopback traffic went live and
-    nothing was recorded) or ``"unused"`` (no HTTP traffic at all). ``unused`` lists the
-    recorded interactions this run never played, as ``"POST /v1/images/generations"``.
+    ``status`` is one of ``"replayed"``, ``"recorded"``, ``"live"``, ``"partly live"`` and
+    ``"unused"`` (see the module docstring). ``played``, ``recorded`` and ``live`` count
+    requests answered from the cassette, recorded into it, and sent live to loopback past
+    an existing cassette that had no recording for them (with no cassette at all nothing
+    is intercepted, so ``live`` stays 0 and only the status says ``"live"``). ``unused``
+    lists the recorded interactions this run never played, as
+    ``"POST /v1/images/generations"``.
     """
 
     path: Path
@@ -150,6 +171,7 @@ class CassetteSession:
     status: str = "unused"
     played: int = 0
     recorded: int = 0
+    live: int = 0
     unused: tuple[str, ...] = ()
     error: CassetteError | None = field(default=None, repr=False)
 
@@ -161,12 +183,17 @@ class CassetteSession:
             "mode": self.mode,
             "played": self.played,
             "recorded": self.recorded,
+            "live": self.live,
             "unused": list(self.unused),
         }
 
     def _fail(self, error: CassetteError) -> CassetteError:
         if self.error is None:
             self.error = error
+        elif str(error) == str(self.error):
+            # The same refusal again (hypothesis replays a failing example): the same
+            # exception object, so a caller that already reported it can recognise it.
+            return self.error
         return error
 
 
@@ -399,9 +426,21 @@ class ImagegenCassette(Cassette):
 
     Only interactions loaded from the file are replayed; what this run records is never
     replayed in the same run, so a later replay sees the same sequence of answers.
+
+    With ``loopback_live`` (mode ``none`` only), a request to a loopback host that has no
+    recording left is sent live instead of failing, and is neither recorded nor replayed
+    later: it is counted in ``session.live``.
     """
 
-    def __init__(self, path: Path, *, mode: str, scrubber: Scrubber, session: CassetteSession):
+    def __init__(
+        self,
+        path: Path,
+        *,
+        mode: str,
+        scrubber: Scrubber,
+        session: CassetteSession,
+        loopback_live: bool = False,
+    ):
         super().__init__(
             path,
             serializer=SERIALIZER,
@@ -415,6 +454,7 @@ class ImagegenCassette(Cassette):
         self._index: dict[Key, list[int]] = {}
         self._recorded: list[int] = []
         self._lock = threading.RLock()
+        self._loopback_live = loopback_live and mode == "none"
         self.existed = False
 
     # vcrpy calls these with the live request -------------------------------------------------
@@ -429,7 +469,11 @@ class ImagegenCassette(Cassette):
         request._imagegen_prepared = (self._scrubber, scrubbed, key)  # type: ignore[attr-defined]
         return scrubbed, key
 
-    def filter_request(self, request: Request) -> Request:
+    def filter_request(self, request: Request) -> Request | None:
+        # vcrpy sends a request live, without refusing it as write-protected, when this
+        # returns nothing; ``append`` then counts it instead of recording it.
+        if getattr(request, "_imagegen_live", False):
+            return None
         return self._prepare(request)[0]
 
     def _next_unplayed(self, key: Key) -> int | None:
@@ -439,7 +483,7 @@ class ImagegenCassette(Cassette):
         return None
 
     def can_play_response_for(self, request: Request) -> bool:
-        if self.record_mode == RecordMode.ALL:
+        if self.record_mode == RecordMode.ALL or getattr(request, "_imagegen_live", False):
             return False
         _, key = self._prepare(request)
         with self._lock:
@@ -449,6 +493,11 @@ class ImagegenCassette(Cassette):
                 self.play_counts[index] += 1
                 request._imagegen_reserved = index  # type: ignore[attr-defined]
                 return True
+        if self._loopback_live and _is_loopback(urlsplit(request.uri).hostname):
+            # Nothing leaves the machine; a replay must not fail because the code under
+            # test now sends a request that differs from the recording.
+            request._imagegen_live = True  # type: ignore[attr-defined]
+            return False
         if self.write_protected:
             raise self._session._fail(CassetteError(self._no_match_message(key)))
         return False
@@ -476,6 +525,10 @@ class ImagegenCassette(Cassette):
         return self._next_unplayed(key) is not None
 
     def append(self, request: Request, response: dict[str, Any]) -> None:
+        if getattr(request, "_imagegen_live", False):
+            with self._lock:
+                self._session.live += 1
+            return
         scrubbed, key = self._prepare(request)
         stored = self._scrubber.response(response)
         with self._lock:
@@ -791,8 +844,10 @@ def recording(
     any connection beyond loopback is a :class:`CassetteError`), ``once`` (record if the
     cassette does not exist, else replay only), ``new_episodes`` (replay what is recorded,
     record the rest), ``all`` (record everything again, keeping recorded requests that
-    were not repeated). With ``loopback_live`` a missing cassette in mode ``none`` lets
-    requests go live to loopback instead (status ``"live"``, nothing recorded).
+    were not repeated). With ``loopback_live``, mode ``none`` lets requests to loopback
+    hosts go live instead of failing when the cassette is missing (status ``"live"``) or
+    has no recording left for them (counted in ``session.live``; status ``"live"`` or
+    ``"partly live"``); nothing is recorded, and requests to other hosts stay refused.
 
     A :class:`CassetteError` raised during the block is raised again when the block ends,
     even if the code under test caught it, so a missing recording never passes silently.
@@ -809,7 +864,9 @@ def recording(
     if mode == "none" and loopback_live and not path.exists():
         session.status = "live"
     else:
-        cassette = ImagegenCassette(path, mode=mode, scrubber=scrubber, session=session)
+        cassette = ImagegenCassette(
+            path, mode=mode, scrubber=scrubber, session=session, loopback_live=loopback_live
+        )
         cassette._load()
     try:
         with contextlib.ExitStack() as stack:
@@ -834,6 +891,8 @@ def recording(
                 session.unused = cassette.unused_interactions()
                 if session.recorded:
                     session.status = "recorded"
+                elif session.live:
+                    session.status = "partly live" if session.played else "live"
                 elif session.played:
                     session.status = "replayed"
     if session.error is not None:
