@@ -577,8 +577,9 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     report = yield
-    if call.excinfo is not None and call.when == "call":
-        item.stash[_CALL_ERROR] = call.excinfo.value
+    if call.excinfo is not None and call.when in ("setup", "call"):
+        if call.when == "call":
+            item.stash[_CALL_ERROR] = call.excinfo.value
         _shorten_own_error(item, call.excinfo.value, report)
     data = _existing_data(item)
     if data is None:
@@ -603,7 +604,7 @@ def _shorten_own_error(item: pytest.Item, exc: BaseException, report: pytest.Tes
 
     style = item.config.getoption("tbstyle", "auto")
     if isinstance(exc, (CassetteError, BudgetExceededError)) and style in ("auto", "short"):
-        report.longrepr = f"{item.nodeid}\n{type(exc).__name__}: {exc}"
+        report.longrepr = f"{type(exc).__name__}: {exc}"
 
 
 def _already_reported(item: pytest.Item, error: BaseException) -> bool:
@@ -856,7 +857,10 @@ def _bind_if_reference(request: pytest.FixtureRequest, endpoint: Endpoint) -> En
 def _live_policy(exists: bool, mode: str, loopback: bool) -> str:
     """Will a cassette's requests go out: ``live``, ``replay`` or ``mixed`` (per request)?"""
     if mode == "none":
-        return "live" if loopback and not exists else "replay"
+        # A loopback endpoint sends what its cassette lacks to the live server.
+        if loopback:
+            return "mixed" if exists else "live"
+        return "replay"
     if mode == "once":
         return "replay" if exists else "live"
     if mode == "new_episodes":
