@@ -41,10 +41,8 @@ import hashlib
 import importlib.util
 import ipaddress
 import json
-import os
 import re
 import socket
-import tempfile
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -63,6 +61,7 @@ from vcr.request import Request
 from vcr.serialize import deserialize as vcr_deserialize
 from vcr.serialize import serialize as vcr_serialize
 
+from pytest_imagegen._files import atomic_write, temp_prefix
 from pytest_imagegen._scrub import PLACEHOLDER, Scrubber
 from pytest_imagegen.config import RECORD_MODES
 from pytest_imagegen.errors import CassetteError, ConfigError
@@ -310,35 +309,7 @@ class AtomicPersister:
     @staticmethod
     def save_cassette(cassette_path: Path | str, cassette_dict: dict, serializer: Any) -> None:
         data = vcr_serialize(cassette_dict, serializer).encode("utf-8")
-        _atomic_write(Path(cassette_path), data)
-
-
-def _temp_prefix(path: Path) -> str:
-    return f".{path.name}."
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        # mkstemp makes the file private; a cassette is meant to be committed and shared.
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):
-        # Make the rename itself durable (not possible on every platform).
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        atomic_write(Path(cassette_path), data)
 
 
 def read_cassette(path: Path | str) -> list[dict[str, Any]]:
@@ -690,7 +661,7 @@ class ImagegenCassette(Cassette):
 
 def _remove_stale_temp_files(path: Path) -> None:
     """Remove temp files of writes that were killed midway (call with the lock held)."""
-    for stale in path.parent.glob(_temp_prefix(path) + "*.tmp"):
+    for stale in path.parent.glob(temp_prefix(path) + "*.tmp"):
         with contextlib.suppress(OSError):
             stale.unlink()
 

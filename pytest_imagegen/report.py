@@ -25,7 +25,6 @@ import json
 import math
 import os
 import re
-import tempfile
 import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +32,8 @@ from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from pytest_imagegen._files import atomic_write
 
 if TYPE_CHECKING:
     import pytest
@@ -343,15 +344,7 @@ class ReportCollector:
             text = render_html(doc)
         else:
             text = json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(path, text.encode("utf-8"))
         return path
 
 

@@ -647,6 +647,8 @@ def test_write_json_and_html_creates_parents(tmp_path: Path) -> None:
     assert json.loads(other.read_text(encoding="utf-8"))["schema_version"] == 1
     leftovers = [p.name for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
     assert leftovers == []
+    # Reports are shared artefacts (CI uploads them): readable by others, unlike a temp file.
+    assert json_path.stat().st_mode & 0o044 == 0o044
 
 
 def test_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
