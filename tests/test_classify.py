@@ -15,12 +15,12 @@ import urllib.error
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from email.utils import format_datetime
-from pathlib import Path
 from typing import Any
 
 import httpx2
 import openai
 import pytest
+from _support import SHARED_REFERENCE, real_error_cases
 
 from pytest_imagegen import errors
 from pytest_imagegen.errors import (
@@ -36,8 +36,7 @@ from pytest_imagegen.errors import (
     mask_secrets,
 )
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-REAL_ERRORS = json.loads((SHARED / "reference" / "real-errors.json").read_text("utf-8"))["cases"]
+REAL_ERRORS = real_error_cases()
 NOW = 1_800_000_000.0  # a fixed clock for Retry-After dates
 QUOTA_HINT = "Top up credit or raise the spend limit; retrying will not help."
 
@@ -79,7 +78,7 @@ def expected_param(case: dict[str, Any]) -> str | None:
 
 
 def design_table() -> dict[str, tuple[str, bool]]:
-    text = (SHARED / "DESIGN.md").read_text("utf-8")
+    text = (SHARED_REFERENCE.parent / "DESIGN.md").read_text("utf-8")
     section = text.split("## Error categories", 1)[1]
     rows = re.findall(r"^\| (\w+) \| [^|]+ \| (\w+) \| (yes|no) \|$", section, re.MULTILINE)
     return {name: (problem, flag == "yes") for name, problem, flag in rows}

@@ -6,51 +6,22 @@ import base64
 import io
 import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import httpx2
 import openai
 import PIL.Image
 import pytest
-import yaml
-from jsonschema import Draft202012Validator
-from referencing import Registry, Resource
-from referencing.jsonschema import DRAFT202012
+from _support import HTTP, REFERENCE_KEY, real_error_cases, spec_validator
 
 from pytest_imagegen.images import inspect_image
 from pytest_imagegen.reference import ReferenceServer
 
-KEY = "sk-test-reference-key-0123456789abcdef"
-# One client for the module: creating an httpx2 client costs ~70 ms (TLS setup).
-HTTP = httpx2.Client(timeout=30)
+KEY = REFERENCE_KEY
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _close_http():
-    yield
-    HTTP.close()
-
-
-SHARED = Path(__file__).resolve().parents[2] / "shared/reference"
-SPEC_URI = "urn:openai-images-openapi"
-
-
-def _validators() -> dict[str, Draft202012Validator]:
-    spec = yaml.safe_load((SHARED / "openai-images-openapi.yaml").read_text())
-    registry = Registry().with_resource(
-        SPEC_URI, Resource.from_contents(spec, default_specification=DRAFT202012)
-    )
-    return {
-        name: Draft202012Validator(
-            {"$ref": f"{SPEC_URI}#/components/schemas/{name}"}, registry=registry
-        )
-        for name in ("ImagesResponse", "ErrorResponse")
-    }
-
-
-VALIDATORS = _validators()
-REAL_CASES = {c["id"]: c for c in json.loads((SHARED / "real-errors.json").read_text())["cases"]}
+VALIDATORS = {name: spec_validator(name) for name in ("ImagesResponse", "ErrorResponse")}
+REAL_CASES = {c["id"]: c for c in real_error_cases()}
 
 
 class SchemaChecker:
@@ -74,19 +45,6 @@ class SchemaChecker:
         errors = sorted(VALIDATORS[schema].iter_errors(body), key=str)
         assert not errors, f"{path} {response.status_code} breaks {schema}: {errors[0].message}"
         self.checked.append((response.status_code, schema))
-
-
-@pytest.fixture(scope="module")
-def module_server():
-    with ReferenceServer(api_keys=[KEY]) as server:
-        yield server
-
-
-@pytest.fixture
-def server(module_server):
-    module_server.reset()
-    yield module_server
-    module_server.check()
 
 
 @pytest.fixture

@@ -7,47 +7,24 @@ import binascii
 import json
 import socket
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx2
 import openai
 import pytest
-import yaml
-from jsonschema import Draft202012Validator
-from referencing import Registry, Resource
-from referencing.jsonschema import DRAFT202012
+from _support import HTTP, REFERENCE_KEY, spec_validator
 
 from pytest_imagegen.errors import classify, malformed
 from pytest_imagegen.fallback import MalformedResponse, parse_images_response
 from pytest_imagegen.images import inspect_image, sniff_format
 from pytest_imagegen.reference import DEFECTS, FAULTS, ReferenceServer
 
-KEY = "sk-test-reference-key-0123456789abcdef"
-# One client for the module: creating an httpx2 client costs ~70 ms (TLS setup).
-HTTP = httpx2.Client(timeout=30)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _close_http():
-    yield
-    HTTP.close()
+KEY = REFERENCE_KEY
 
 
 BODY = {"model": "gpt-image-1", "prompt": "a paper boat", "size": "1024x1024", "quality": "low"}
-SPEC = Path(__file__).resolve().parents[2] / "shared/reference/openai-images-openapi.yaml"
-
-
-def _validator(name: str) -> Draft202012Validator:
-    spec = yaml.safe_load(SPEC.read_text())
-    registry = Registry().with_resource(
-        "urn:spec", Resource.from_contents(spec, default_specification=DRAFT202012)
-    )
-    return Draft202012Validator({"$ref": f"urn:spec#/components/schemas/{name}"}, registry=registry)
-
-
-IMAGES_RESPONSE = _validator("ImagesResponse")
-ERROR_RESPONSE = _validator("ErrorResponse")
+IMAGES_RESPONSE = spec_validator("ImagesResponse")
+ERROR_RESPONSE = spec_validator("ErrorResponse")
 
 
 def assert_schema(response: httpx2.Response) -> dict[str, Any]:
@@ -57,19 +34,6 @@ def assert_schema(response: httpx2.Response) -> dict[str, Any]:
     problems = [e.message for e in validator.iter_errors(body)]
     assert not problems, problems
     return body
-
-
-@pytest.fixture(scope="module")
-def module_server():
-    with ReferenceServer(api_keys=[KEY]) as server:
-        yield server
-
-
-@pytest.fixture
-def server(module_server):
-    module_server.reset()
-    yield module_server
-    module_server.check()
 
 
 def post(server, body=BODY, *, timeout: float = 10.0, key: str = KEY) -> httpx2.Response:

@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx2
 import openai
 import pytest
+from _support import HTTP, REFERENCE_KEY
 
 from pytest_imagegen.reference import (
     DEFECTS,
@@ -27,32 +28,10 @@ from pytest_imagegen.reference import (
 )
 from pytest_imagegen.reference.app import ReferenceApp
 
-KEY = "sk-test-reference-key-0123456789abcdef"
-# One client for the module: creating an httpx2 client costs ~70 ms (TLS setup).
-HTTP = httpx2.Client(timeout=30)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _close_http():
-    yield
-    HTTP.close()
+KEY = REFERENCE_KEY
 
 
 BODY = {"model": "gpt-image-1", "prompt": "a red fox", "size": "1024x1024", "quality": "low"}
-
-
-@pytest.fixture(scope="module")
-def module_server():
-    with ReferenceServer(api_keys=[KEY]) as server:
-        yield server
-
-
-@pytest.fixture
-def server(module_server):
-    """The module's server, clean for each test; errors in its threads fail the test."""
-    module_server.reset()
-    yield module_server
-    module_server.check()
 
 
 def post(server, body=BODY, *, key=KEY, timeout=10.0, headers=None, path="/images/generations"):

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from typing import Any
 
+import _support
 import jsonschema
 import pytest
-import yaml
 from hypothesis import HealthCheck, find, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
-from referencing import Registry, Resource
-from referencing.jsonschema import DRAFT202012
 
 from pytest_imagegen.errors import Category
 from pytest_imagegen.profiles import PROFILES, canonical_model, model_kind, resolve_profile
@@ -30,10 +26,6 @@ from pytest_imagegen.strategies import (
     sizes,
 )
 
-REFERENCE = Path(__file__).parents[2] / "shared" / "reference"
-SPEC = REFERENCE / "openai-images-openapi.yaml"
-REAL_ERRORS = REFERENCE / "real-errors.json"
-
 PROPERTY = settings(
     max_examples=60,
     deadline=None,
@@ -41,25 +33,9 @@ PROPERTY = settings(
 )
 
 
-def _nullable(node: Any) -> Any:
-    """OpenAPI's ``nullable: true`` (a 3.0 keyword the 3.1 file still uses) as JSON Schema."""
-    if isinstance(node, dict):
-        node = {k: _nullable(v) for k, v in node.items()}
-        if node.pop("nullable", False) is True:
-            return {"anyOf": [node, {"type": "null"}]}
-        return node
-    if isinstance(node, list):
-        return [_nullable(x) for x in node]
-    return node
-
-
 @pytest.fixture(scope="module")
 def spec_validator() -> jsonschema.Draft202012Validator:
-    document = _nullable(yaml.safe_load(SPEC.read_text(encoding="utf-8")))
-    resource = Resource.from_contents(document, default_specification=DRAFT202012)
-    registry = Registry().with_resource("urn:openai-images", resource)
-    schema = {"$ref": "urn:openai-images#/components/schemas/CreateImageRequest"}
-    return jsonschema.Draft202012Validator(schema, registry=registry)
+    return _support.spec_validator("CreateImageRequest")
 
 
 def test_spec_validator_is_live(spec_validator):
@@ -320,9 +296,7 @@ def _shape(status: int, body: bytes) -> tuple:
     return status, error.get("type"), error.get("code")
 
 
-@pytest.mark.parametrize(
-    "case", json.loads(REAL_ERRORS.read_text(encoding="utf-8"))["cases"], ids=lambda c: c["id"]
-)
+@pytest.mark.parametrize("case", _support.real_error_cases(), ids=lambda c: c["id"])
 def test_every_real_error_shape_can_be_drawn_for_its_category(case):
     """Faithful to the sources: each recorded body's (status, type, code) is reproduced."""
     wanted = _shape(case["status"], case["body"].encode())
