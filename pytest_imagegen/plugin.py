@@ -990,13 +990,44 @@ def _imagegen_marked_cassette(request: pytest.FixtureRequest) -> Iterator[None]:
         yield
 
 
+def _recorded_requests(cassette: _Cassette) -> list[dict[str, Any]] | None:
+    """The JSON bodies of the ``POST .../images/generations`` requests in the cassette, in
+    recorded order, when it is replayed (record mode ``none``, or ``once`` with the file
+    there); None when the requests are recorded or go live."""
+    import json
+    from urllib.parse import urlsplit
+
+    from pytest_imagegen.cassettes import read_cassette
+
+    session = cassette.session
+    if session.mode != "none" and cassette.policy != "replay":
+        return None
+    if not session.path.exists():
+        return None  # mode none: the first request fails naming the file and the command
+    bodies = []
+    for interaction in read_cassette(session.path):
+        recorded = interaction["request"]
+        if recorded.get("method", "").upper() != "POST" or not urlsplit(
+            recorded.get("uri", "")
+        ).path.endswith("/images/generations"):
+            continue
+        try:
+            body = json.loads(recorded.get("body") or b"")
+        except ValueError:
+            continue
+        if isinstance(body, dict):
+            bodies.append(body)
+    return bodies
+
+
 @pytest.fixture
 def _imagegen_check_context(
     request: pytest.FixtureRequest,
     imagegen_settings: Settings,
     imagegen_budget: Budget,
 ) -> Iterator[CheckContext]:
-    """The context a suite check runs with (endpoint, clients, reference, budget, data)."""
+    """The context a suite check runs with (endpoint, clients, reference, budget, data;
+    the request bodies its cassette recorded, when it is replayed)."""
     from pytest_imagegen.checks.context import CheckContext
 
     item = request.node
@@ -1005,7 +1036,7 @@ def _imagegen_check_context(
     reference = request.getfixturevalue("imagegen_reference") if endpoint.is_reference else None
     data = item_data(item)
     with ExitStack() as stack:
-        is_live = replayed = None
+        is_live = replayed = recorded = None
         # Checks with scripted faults talk to the reference server directly: a stall cannot
         # be recorded, and what they test is the live behaviour.
         if check.sends_requests and not check.needs_faults:
@@ -1014,6 +1045,9 @@ def _imagegen_check_context(
             )
             is_live = cassette.is_live
             replayed = cassette.replayed if cassette.policy == "mixed" else None
+            # Checks that draw their requests replay the recorded ones: new draws depend on
+            # the hypothesis release and on the local modules imported.
+            recorded = _recorded_requests(cassette)
         ctx = CheckContext(
             endpoint,
             reference=reference,
@@ -1021,6 +1055,7 @@ def _imagegen_check_context(
             is_live=is_live,
             replayed=replayed,
             data=data,
+            recorded_requests=recorded,
         )
         stack.callback(ctx.close)
         yield ctx

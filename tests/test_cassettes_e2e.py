@@ -296,26 +296,30 @@ def test_recording_is_small_secret_free_and_replays_without_reaching_the_server(
     assert json.loads((pytester.path / "replay.json").read_text())["unused_cassettes"] == []
 
 
-def test_hypothesis_drawing_other_requests_goes_live_to_the_reference_endpoint(
+def test_request_the_cassette_lacks_goes_live_to_the_reference_endpoint(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, serial: Path
 ) -> None:
-    """What a newer hypothesis release does to a replay: some drawn requests have no
-    recording. Against the (loopback) reference endpoint they go live, and the run passes."""
+    """What an older recording does to a replay: a request has no recording. Against the
+    (loopback) reference endpoint it goes live, and the run passes. The checks that draw
+    their requests send what their cassette recorded instead of drawing again."""
     out = _pytester_env(pytester, monkeypatch)
     pytester.makepyprojecttoml('[tool.imagegen]\ncassette_dir = "cassettes"\n')
     cassettes = _copy_recording(serial, pytester.path)
-    path = cassettes / SUITE_FOLDER / "request_shape.valid_requests_succeed.yaml"
-    document = yaml.safe_load(path.read_text())
-    body = json.loads(document["interactions"][0]["request"]["body"])
-    body["prompt"] = "a prompt an older hypothesis drew"
-    document["interactions"][0]["request"]["body"] = json.dumps(body)
-    path.write_text(yaml.safe_dump(document, sort_keys=False))
-    before = path.read_bytes()
+    edited = ("request_shape.valid_requests_succeed", "efficiency.latency_and_success_rate")
+    before = {}
+    for check in edited:
+        path = cassettes / SUITE_FOLDER / f"{check}.yaml"
+        document = yaml.safe_load(path.read_text())
+        body = json.loads(document["interactions"][0]["request"]["body"])
+        body["prompt"] = "a prompt an older version sent"
+        document["interactions"][0]["request"]["body"] = json.dumps(body)
+        path.write_text(yaml.safe_dump(document, sort_keys=False))
+        before[path] = path.read_bytes()
 
     result = pytester.runpytest_subprocess(
         OPTION,
         "-k",
-        "valid_requests_succeed or requested_size",
+        "valid_requests_succeed or latency_and_success_rate",
         "-p",
         "imagegen_e2e_probe",
         "-p",
@@ -326,14 +330,17 @@ def test_hypothesis_drawing_other_requests_goes_live_to_the_reference_endpoint(
     result.assert_outcomes(passed=2, deselected=len(REGISTRY) - 2)
     statuses = _statuses(_report(pytester.path / "replay.json"))
     assert statuses == {
-        "request_shape.valid_requests_succeed": "partly live",
-        "response_shape.requested_size": "replayed",
+        # The recorded body, edited prompt and all, is what the check sent.
+        "request_shape.valid_requests_succeed": "replayed",
+        # Two of its three identical requests replayed, the third went live.
+        "efficiency.latency_and_success_rate": "partly live",
     }
     assert _hits(out) == {
-        "request_shape.valid_requests_succeed": 1,
-        "response_shape.requested_size": 0,
+        "request_shape.valid_requests_succeed": 0,
+        "efficiency.latency_and_success_rate": 1,
     }
-    assert path.read_bytes() == before, "a replay in mode none wrote to the cassette"
+    for path, content in before.items():
+        assert path.read_bytes() == content, "a replay in mode none wrote to the cassette"
     assert _probe_lines(out, "outbound.jsonl") == []
 
 

@@ -13,7 +13,7 @@ import contextlib
 import inspect
 import json
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -117,6 +117,12 @@ class CheckContext:
     :func:`pytest_imagegen.budget.event_hooks`). ``data`` is the dict the report reads
     (``latencies_s``, ``attempts``, ``successes``, ``cost_usd``, ``response_bytes``,
     ``images``).
+
+    ``recorded_requests`` holds the JSON bodies of the ``POST .../images/generations``
+    requests of the test's cassette, in recorded order, when that cassette is replayed
+    (None otherwise, and always outside pytest): checks that draw their requests with
+    hypothesis send these instead, because new draws depend on the hypothesis release and
+    on the local modules imported, and would find no recording.
     """
 
     def __init__(
@@ -129,6 +135,7 @@ class CheckContext:
         is_live: Callable[[Any], bool] | None = None,
         replayed: Callable[[], int] | None = None,
         data: dict[str, Any] | None = None,
+        recorded_requests: Sequence[Mapping[str, Any]] | None = None,
     ) -> None:
         self.endpoint = bind_reference(endpoint, reference)
         self.profile = self.endpoint.profile
@@ -149,6 +156,9 @@ class CheckContext:
             self.data.setdefault(key, empty)
         self.sent: list[SentRequest] = []
         self._http_clients: list[Any] = []
+        self.recorded_requests: list[dict[str, Any]] | None = (
+            None if recorded_requests is None else [dict(body) for body in recorded_requests]
+        )
 
     # ------------------------------------------------------------------ facts
 

@@ -6,7 +6,8 @@ import json
 from typing import Any
 
 from pytest_imagegen.checks import check
-from pytest_imagegen.checks.context import PROMPT, CheckContext
+from pytest_imagegen.checks.context import PROMPT, Call, CheckContext
+from pytest_imagegen.errors import CassetteError
 
 #: Examples drawn by ``valid_requests_succeed`` (each one is a live request when recording).
 VALID_EXAMPLES = 3
@@ -105,12 +106,15 @@ def request_is_valid(ctx: CheckContext) -> None:
 
 @check("request_shape")
 def valid_requests_succeed(ctx: CheckContext) -> None:
-    """Requests drawn by ``strategies.image_requests(profile=...)`` (derandomized, so a replay
-    sends the same ones; a few examples; ``n`` capped at 2, and on a billed endpoint at 1
-    with the cheapest quality) all succeed with the images asked for.
+    """Requests drawn by ``strategies.image_requests(profile=...)`` (derandomized; a few
+    examples; ``n`` capped at 2, and on a billed endpoint at 1 with the cheapest quality; a
+    replay sends the requests its cassette recorded) all succeed with the images asked for.
 
     Fails with: "a valid request failed: POST /images/generations {...}: <diagnosis>".
     """
+    if ctx.recorded_requests:
+        _replay_valid(ctx, ctx.recorded_requests)
+        return
     from hypothesis import HealthCheck, Phase, given, settings
 
     from pytest_imagegen.strategies import image_requests
@@ -122,6 +126,8 @@ def valid_requests_succeed(ctx: CheckContext) -> None:
         lambda body: _cheapen(body, cheap)
     )
 
+    # The derandomized seed comes from the source of ``send``: editing it changes the
+    # requests drawn, and so every recording made from now on.
     @settings(
         derandomize=True,
         database=None,
@@ -169,8 +175,9 @@ def _cheapen(
 def invalid_requests_refused(ctx: CheckContext) -> None:
     """Requests drawn by ``strategies.invalid_image_requests(profile=...)`` (derandomized; a
     few examples; defects OpenAI documents a refusal for: unknown parameter, unsupported
-    quality or size, ``response_format`` on GPT-image, ``n`` out of range, empty prompt) are
-    all refused with invalid_request naming the planted param.
+    quality or size, ``response_format`` on GPT-image, ``n`` out of range, empty prompt; a
+    replay sends the requests its cassette recorded, each planted param being the one the
+    profile finds invalid) are all refused with invalid_request naming the planted param.
 
     Fails with: "an invalid request was not refused as invalid_request naming 'size':
     POST /images/generations {...}: HTTP 200, 1 image(s) png 1024x1024".
@@ -180,6 +187,9 @@ def invalid_requests_refused(ctx: CheckContext) -> None:
     from pytest_imagegen.strategies import invalid_image_requests
 
     _strict_profile(ctx)
+    if ctx.recorded_requests:
+        _replay_invalid(ctx, ctx.recorded_requests)
+        return
     from pytest_imagegen.strategies import DEFECTS as PLANTABLE
 
     wanted = [d for d in _DOCUMENTED_REFUSALS if d in PLANTABLE]
@@ -193,6 +203,7 @@ def invalid_requests_refused(ctx: CheckContext) -> None:
     client = ctx.client()
     cheap = _cheap_quality(ctx)
 
+    # As above: the seed comes from the source of ``send``.
     @settings(
         derandomize=True,
         database=None,
@@ -217,6 +228,72 @@ def invalid_requests_refused(ctx: CheckContext) -> None:
     send()
     if failures:
         ctx.fail(failures[0])
+
+
+def _replay_valid(ctx: CheckContext, recorded: list[dict[str, Any]]) -> None:
+    """``valid_requests_succeed`` in a replay: the recorded requests, in recorded order.
+
+    Drawing again would not do: hypothesis mixes constants of the local modules imported
+    into its draws, and a release may draw differently, so new draws find no recording.
+    """
+    bodies = [_recorded_valid(ctx, body) for body in recorded]
+    client = ctx.client()
+    for body in bodies:
+        call = ctx.generate(body, client=client)
+        if not call.ok:  # one failure is enough
+            ctx.fail(f"a valid request failed: {call.request_line()}: {call.describe()}")
+
+
+def _replay_invalid(ctx: CheckContext, recorded: list[dict[str, Any]]) -> None:
+    """``invalid_requests_refused`` in a replay: the recorded requests, in recorded order,
+    each expected to be refused naming the param of its planted defect."""
+    cases = [_recorded_invalid(ctx, body) for body in recorded]
+    client = ctx.client()
+    for body, param in cases:
+        call = ctx.generate(body, client=client, expect_images=False)
+        diagnosis = call.diagnosis
+        if diagnosis is None or diagnosis.category != "invalid_request" or diagnosis.param != param:
+            ctx.fail(  # one failure is enough
+                f"an invalid request was not refused as invalid_request naming {param!r}: "
+                f"{call.request_line()}: {call.describe()}"
+            )
+
+
+def _recorded_valid(ctx: CheckContext, body: dict[str, Any]) -> dict[str, Any]:
+    """A recorded body of ``valid_requests_succeed``, still valid for the profile."""
+    from pytest_imagegen.request_builder import validate_request
+
+    violations = validate_request(body, ctx.profile)
+    if violations:
+        problem = "is not valid (" + "; ".join(str(v) for v in violations) + ")"
+        raise _rerecord(ctx, body, problem, "valid_requests_succeed")
+    return body
+
+
+def _recorded_invalid(ctx: CheckContext, body: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """A recorded body of ``invalid_requests_refused`` and the param of its planted defect:
+    the one violation the profile finds in it (a drawn body has exactly one, and the
+    request body carries nothing else)."""
+    from pytest_imagegen.request_builder import validate_request
+
+    violations = validate_request(body, ctx.profile)
+    if len(violations) != 1 or violations[0].param is None:
+        found = "; ".join(str(v) for v in violations) or "none"
+        problem = f"does not have exactly one invalid param (violations: {found})"
+        raise _rerecord(ctx, body, problem, "invalid_requests_refused")
+    return body, violations[0].param
+
+
+def _rerecord(ctx: CheckContext, body: dict[str, Any], problem: str, check: str) -> CassetteError:
+    """The error for a recorded request the check cannot have drawn for this profile."""
+    line = Call("POST", "/images/generations", body).request_line()
+    return CassetteError(
+        f"The cassette of request_shape.{check} [{ctx.endpoint.name}] recorded {line}, "
+        f"which {problem} for profile {ctx.profile.name!r}: it was recorded for another "
+        f"model or profile, or by another version of pytest-imagegen. Record this check "
+        f"again with:\n"
+        f"    pytest --imagegen --imagegen-record-mode=all -k {check}"
+    )
 
 
 @check("request_shape")
