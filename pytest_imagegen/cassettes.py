@@ -26,8 +26,8 @@ Status of a cassette after its block (:attr:`CassetteSession.status`, shown as
     requests has a recording in the existing one.
 ``partly live``
     mode ``none`` with ``loopback_live``: some requests were replayed and the others,
-    which have no recording left in the cassette, went live to loopback (e.g. a newer
-    hypothesis release drew different requests). Nothing was recorded.
+    which have no recording left in the cassette, went live to loopback (e.g. a test
+    that now sends a request it did not send when it was recorded). Nothing was recorded.
 ``unused``
     the block sent no HTTP request.
 """
