@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_imagegen._files import atomic_write
+from pytest_imagegen.checks import AREAS as CHECK_AREAS
 
 if TYPE_CHECKING:
     import pytest
@@ -45,16 +46,7 @@ SCHEMA_VERSION = 1
 PROPERTY = "imagegen"
 
 #: Matrix columns: the suite's areas, then "other" for user tests marked ``imagegen``.
-AREAS = (
-    "separation",
-    "request_shape",
-    "response_shape",
-    "errors",
-    "fallback",
-    "efficiency",
-    "cost",
-    "other",
-)
+AREAS = (*CHECK_AREAS, "other")
 OUTCOMES = ("passed", "failed", "skipped")
 
 #: Upper bounds (seconds, inclusive) of the latency ratings of DESIGN.md, judged on p50.
