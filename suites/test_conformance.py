@@ -54,7 +54,8 @@ class CheckItem(pytest.Function):
             diagnosis = excinfo.value.diagnosis
             if diagnosis is not None and diagnosis.hint and diagnosis.hint not in text:
                 text += f"\nhint: {diagnosis.hint}"
-            return f"{check.id} [{self.imagegen_endpoint_name}]: {text}\n(check: {check.summary})"
+            summary = check.summary.replace("``", "`")  # docstring markup, read as text
+            return f"{check.id} [{self.imagegen_endpoint_name}]: {text}\n(check: {summary})"
         return super().repr_failure(excinfo)
 
 
