@@ -200,7 +200,7 @@ def test_failure_shows_the_check_message_category_and_hint(
             "*_ errors.wrong_key_is_authentication [[]reference[]] _*",
             "errors.wrong_key_is_authentication [[]reference[]]: a wrong API key was classified "
             "server, expected authentication: server (HTTP 500*",
-            "(check: A wrong API key gets an ``authentication`` error*",
+            "(check: A wrong API key gets an `authentication` error*",
         ]
     )
     result.stdout.fnmatch_lines(["*FAILED *errors.wrong_key_is_authentication[[]reference[]]*"])
