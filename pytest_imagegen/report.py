@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_imagegen._files import atomic_write
 from pytest_imagegen.checks import AREAS as CHECK_AREAS
+from pytest_imagegen.errors import mask_secrets as mask_key_shapes
 
 if TYPE_CHECKING:
     import pytest
@@ -61,10 +62,6 @@ _MESSAGE_MAX = 2000  # characters of a failure message kept in the JSON report
 
 # Secrets must never reach a report even if a message quotes one: OpenAI-style keys and
 # bearer tokens are masked wherever text is written.
-_SECRET_PATTERNS = (
-    (re.compile(r"\bsk-[A-Za-z0-9][A-Za-z0-9_\-]{5,}"), "sk-***"),
-    (re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/\-]{6,}=*"), r"\1 ***"),
-)
 # Shorter configured values would mask ordinary words (the cassette scrubber's limit too).
 _MIN_SECRET_LEN = 4
 _B64 = re.compile(r"^[A-Za-z0-9+/]*={0,2}$")
@@ -81,9 +78,7 @@ def mask_secrets(text: str, secrets: Iterable[str] = ()) -> str:
     for secret in sorted(secrets, key=len, reverse=True):
         if len(secret) >= _MIN_SECRET_LEN:
             text = text.replace(secret, "***")
-    for pattern, replacement in _SECRET_PATTERNS:
-        text = pattern.sub(replacement, text)
-    return text
+    return mask_key_shapes(text)
 
 
 def percentile(values: Iterable[float], pct: float) -> float | None:
