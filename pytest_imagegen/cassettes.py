@@ -39,7 +39,6 @@ import difflib
 import functools
 import hashlib
 import importlib.util
-import ipaddress
 import json
 import re
 import socket
@@ -63,7 +62,7 @@ from vcr.serialize import serialize as vcr_serialize
 
 from pytest_imagegen._files import atomic_write, temp_prefix
 from pytest_imagegen._scrub import PLACEHOLDER, Scrubber
-from pytest_imagegen.config import RECORD_MODES
+from pytest_imagegen.config import RECORD_MODES, is_loopback_host
 from pytest_imagegen.errors import CassetteError, ConfigError
 
 __all__ = [
@@ -464,7 +463,7 @@ class ImagegenCassette(Cassette):
                 self.play_counts[index] += 1
                 request._imagegen_reserved = index  # type: ignore[attr-defined]
                 return True
-        if self._loopback_live and _is_loopback(urlsplit(request.uri).hostname):
+        if self._loopback_live and is_loopback_host(urlsplit(request.uri).hostname):
             # Nothing leaves the machine; a replay must not fail because the code under
             # test now sends a request that differs from the recording.
             request._imagegen_live = True  # type: ignore[attr-defined]
@@ -669,23 +668,6 @@ def _remove_stale_temp_files(path: Path) -> None:
 # -- the network guard for record mode "none" -------------------------------------------------
 
 
-def _is_loopback(host: Any) -> bool:
-    if isinstance(host, bytes):
-        host = host.decode("ascii", "replace")
-    if not isinstance(host, str):
-        return False
-    name = host.strip("[]").split("%", 1)[0].rstrip(".").lower()
-    if name == "localhost" or name.endswith(".localhost"):
-        return True
-    try:
-        address = ipaddress.ip_address(name)
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return address.is_loopback or address.is_unspecified
-
-
 class _NetworkGuard:
     """Refuses, before any packet is sent, connections and lookups that leave loopback.
 
@@ -704,7 +686,7 @@ class _NetworkGuard:
             return
         if isinstance(address, tuple) and address:
             host, port = address[0], address[1] if len(address) > 1 else None
-            if not _is_loopback(host):
+            if not is_loopback_host(host):
                 target = f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
                 raise self._refuse(target)
 
@@ -734,7 +716,8 @@ class _NetworkGuard:
 
         def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
             name = host.decode("idna") if isinstance(host, bytes) else host
-            if name is not None and not _is_loopback(name) and str(name).lower() not in own_names:
+            leaves = not is_loopback_host(name) and str(name).lower() not in own_names
+            if name is not None and leaves:
                 port = args[0] if args else kwargs.get("port")
                 raise guard._refuse(f"{name}:{port}")
             return original_getaddrinfo(host, *args, **kwargs)

@@ -42,6 +42,32 @@ SOURCE_DEFAULT = "default"
 SOURCE_LEVELS = (SOURCE_CLI, SOURCE_ENV, SOURCE_FILE, SOURCE_PROFILE, SOURCE_DEFAULT)
 
 
+_LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
+
+
+def is_loopback_host(host: object) -> bool:
+    """Is ``host`` (a name or address, str or bytes) this machine's loopback?"""
+    if isinstance(host, bytes):
+        host = host.decode("ascii", "replace")
+    if not isinstance(host, str):
+        return False
+    name = host.strip("[]").split("%", 1)[0].rstrip(".").lower()
+    if name in _LOOPBACK_NAMES or name.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback or address.is_unspecified
+
+
+def is_loopback_url(url: str) -> bool:
+    """Does ``url`` point at this machine's loopback?"""
+    return is_loopback_host(urlsplit(url).hostname)
+
+
 @dataclass(frozen=True)
 class Endpoint:
     """One resolved image endpoint: everything needed to call it and judge its answers."""
@@ -60,6 +86,11 @@ class Endpoint:
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
     is_reference: bool = False
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+    @property
+    def is_loopback(self) -> bool:
+        """Requests stay on this machine (the embedded reference endpoint, or a loopback URL)."""
+        return self.is_reference or is_loopback_url(self.base_url)
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -120,7 +151,6 @@ _SECRET_NAMES = frozenset(
     {"api_key", "apikey", "key", "token", "secret", "password", "passwd", "authorization"}
 )
 _SECRET_SUFFIXES = ("_key", "_token", "_secret", "_password", "_authorization", "_credentials")
-_LOOPBACK_HOSTS = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
 # Query-string keys that carry credentials (Azure and gateways accept `?api-key=`).
 _SECRET_QUERY_KEYS = frozenset({"api_key", "apikey", "key", "token", "access_token", "sig"})
 
@@ -595,16 +625,6 @@ def _is_secret_name(name: str) -> bool:
     if norm.endswith("_env"):
         return False
     return norm in _SECRET_NAMES or norm.endswith(_SECRET_SUFFIXES)
-
-
-def _is_loopback(url: str) -> bool:
-    host = (urlsplit(url).hostname or "").lower()
-    if host in _LOOPBACK_HOSTS:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _url_problem(url: str, key_fix: str) -> str | None:
@@ -1466,7 +1486,7 @@ def _attach_key(
     if key:
         sources["api_key"] = f"{SOURCE_ENV} {var}"
         return replace(endpoint, api_key=key, sources=sources)
-    if not needed or record_mode not in LIVE_RECORD_MODES or _is_loopback(endpoint.base_url):
+    if not needed or record_mode not in LIVE_RECORD_MODES or is_loopback_url(endpoint.base_url):
         return endpoint
     if var is None:
         problems.add(

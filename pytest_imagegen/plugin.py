@@ -538,23 +538,6 @@ def pytest_deselected(items: Sequence[pytest.Item]) -> None:
 # --------------------------------------------------------------------------- running
 
 
-def _is_loopback_url(url: str) -> bool:
-    import ipaddress
-    from urllib.parse import urlsplit
-
-    host = (urlsplit(url).hostname or "").strip("[]").lower()
-    if host in ("localhost", "localhost.localdomain", "ip6-localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _is_loopback(endpoint: Endpoint) -> bool:
-    return endpoint.is_reference or _is_loopback_url(endpoint.base_url)
-
-
 def _record_mode(item: pytest.Item, settings: Settings) -> str:
     return _marker_options(item).record_mode or settings.record_mode
 
@@ -566,7 +549,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     mode = _record_mode(item, settings)
     name = _item_endpoint_name(item)
     endpoint = next((e for e in settings.endpoints if e.name == name), None)
-    if mode == "none" and (endpoint is None or not _is_loopback(endpoint)):
+    if mode == "none" and (endpoint is None or not endpoint.is_loopback):
         which = f"endpoint {name!r}" if name else "the endpoint"
         pytest.skip(
             f"needs a live endpoint: {which} is replayed from cassettes (record mode none); "
@@ -889,7 +872,7 @@ def _cassette(
 
     mode = _record_mode(item, settings)
     path = cassettes.cassette_path(settings.cassette_dir, endpoint.name, module, test)
-    loopback = _is_loopback(endpoint)
+    loopback = endpoint.is_loopback
     data = item_data(item)
     data["cassette"] = str(path)
     policy = _live_policy(path.exists(), mode, loopback)
