@@ -1283,7 +1283,7 @@ def error_responses(*, category: str | None = None) -> st.SearchStrategy[Triple]
 
     Envelopes as OpenAI, Azure OpenAI, LiteLLM proxy, one-api/new-api (Chinese messages
     with request ids) and CDNs/gateways (Cloudflare, nginx, Vercel) send them; see
-    ``shared/reference/real-errors.json`` and the notes for the sources.
+    ``tests/data/real-errors.json`` for real bodies and their sources.
     """
     if category is None:
         return st.one_of([error_responses(category=c) for c in CATEGORIES])

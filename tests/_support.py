@@ -1,4 +1,4 @@
-"""What several test modules share: the ground-truth files beside the checkout, validators
+"""What several test modules share: the ground-truth files in ``tests/data``, validators
 for the official OpenAPI schemas, and the reference-server client used across modules."""
 
 from __future__ import annotations
@@ -6,18 +6,22 @@ from __future__ import annotations
 import functools
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx2
 import yaml
-from jsonschema import Draft202012Validator
-from referencing import Registry, Resource
-from referencing.jsonschema import DRAFT202012
 
-# The checkout sits beside shared/ (locally and in CI).
-SHARED_REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
-SPEC = SHARED_REFERENCE / "openai-images-openapi.yaml"
-REAL_ERRORS = SHARED_REFERENCE / "real-errors.json"
+if TYPE_CHECKING:
+    # jsonschema is a test extra: conftest imports this module even for `pytest --imagegen`
+    # on a plain install, so it is imported only when a validator is built.
+    from jsonschema import Draft202012Validator
+    from referencing import Registry
+
+# Copies of the ground truth, with provenance in tests/data/README.md.
+DATA = Path(__file__).resolve().parent / "data"
+SPEC = DATA / "openai-images-openapi.yaml"
+REAL_ERRORS = DATA / "real-errors.json"
+CATEGORY_TABLE = DATA / "error-categories.md"
 _SPEC_URI = "urn:openai-images-openapi"
 
 #: The key the reference-server tests configure.
@@ -46,6 +50,9 @@ def _nullable(node: Any) -> Any:
 
 @functools.cache
 def _registry() -> Registry:
+    from referencing import Registry, Resource
+    from referencing.jsonschema import DRAFT202012
+
     document = _nullable(yaml.safe_load(SPEC.read_text(encoding="utf-8")))
     resource = Resource.from_contents(document, default_specification=DRAFT202012)
     return Registry().with_resource(_SPEC_URI, resource)
@@ -54,5 +61,7 @@ def _registry() -> Registry:
 @functools.cache
 def spec_validator(schema: str) -> Draft202012Validator:
     """A validator for one of the spec's ``components/schemas`` (e.g. ``ImagesResponse``)."""
+    from jsonschema import Draft202012Validator
+
     ref = {"$ref": f"{_SPEC_URI}#/components/schemas/{schema}"}
     return Draft202012Validator(ref, registry=_registry())

@@ -20,7 +20,7 @@ from typing import Any
 import httpx2
 import openai
 import pytest
-from _support import SHARED_REFERENCE, real_error_cases
+from _support import CATEGORY_TABLE, real_error_cases
 
 from pytest_imagegen import errors
 from pytest_imagegen.errors import (
@@ -78,7 +78,7 @@ def expected_param(case: dict[str, Any]) -> str | None:
 
 
 def design_table() -> dict[str, tuple[str, bool]]:
-    text = (SHARED_REFERENCE.parent / "DESIGN.md").read_text("utf-8")
+    text = CATEGORY_TABLE.read_text("utf-8")
     section = text.split("## Error categories", 1)[1]
     rows = re.findall(r"^\| (\w+) \| [^|]+ \| (\w+) \| (yes|no) \|$", section, re.MULTILINE)
     return {name: (problem, flag == "yes") for name, problem, flag in rows}

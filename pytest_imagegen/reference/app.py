@@ -1,8 +1,8 @@
 """The reference server's WSGI application: routing, auth, validation, images and faults.
 
 Everything a client can observe is decided here; ``server.py`` only runs it on a socket.
-Wording, status codes and envelopes follow OpenAI's (see the research notes in
-``shared/reference``); relay- and gateway-style answers exist only as scripted faults.
+Wording, status codes and envelopes follow OpenAI's (the spec and real bodies are in
+``tests/data``); relay- and gateway-style answers exist only as scripted faults.
 """
 
 from __future__ import annotations
