@@ -18,14 +18,18 @@ _LAZY = {
     "Outcome": "pytest_imagegen.fallback",
     "Attempt": "pytest_imagegen.fallback",
     "ReferenceServer": "pytest_imagegen.reference",
+    "RemoteReference": "pytest_imagegen.reference",
+    "DeviationWarning": "pytest_imagegen.verdict",
 }
 
 __all__ = [
     "Attempt",
     "Category",
+    "DeviationWarning",
     "Diagnosis",
     "Outcome",
     "ReferenceServer",
+    "RemoteReference",
     "__version__",
     "classify",
     "generate",
@@ -34,7 +38,8 @@ __all__ = [
 if TYPE_CHECKING:
     from pytest_imagegen.errors import Category, Diagnosis, classify
     from pytest_imagegen.fallback import Attempt, Outcome, generate
-    from pytest_imagegen.reference import ReferenceServer
+    from pytest_imagegen.reference import ReferenceServer, RemoteReference
+    from pytest_imagegen.verdict import DeviationWarning
 
 
 def __getattr__(name: str) -> Any:

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pytest_imagegen.reference.faults import DEFECTS, FAULTS
@@ -102,20 +103,55 @@ def build_parser() -> argparse.ArgumentParser:
         help="switch on deliberate misbehaviours (one or more names; repeatable)",
     )
     serve.add_argument(
+        "--any-key",
+        action="store_true",
+        help="accept any API key (upstream mode: whatever key a gateway sends is logged, masked)",
+    )
+    serve.add_argument(
+        "--admin-key-env",
+        metavar="VAR",
+        help="serve the control API under /_admin/ (faults, latency, defects, request log), "
+        "authenticated with the key held by environment variable VAR; without this option "
+        "there is no control API",
+    )
+    serve.add_argument(
         "--quiet", action="store_true", help="do not print a line per request received"
     )
     return parser
 
 
-def _serve(args: argparse.Namespace, out: Any, err: Any) -> int:
+def _admin_key(var: str | None, env: Mapping[str, str]) -> str | None:
+    """The control API's key from the variable named by --admin-key-env (ValueError if unusable)."""
+    if var is None:
+        return None
+    key = (env.get(var) or "").strip()
+    if not key:
+        raise ValueError(
+            f"--admin-key-env {var}: the environment variable {var} is not set; export the "
+            f"admin key in it, e.g. export {var}=$(python -c 'import secrets; "
+            "print(secrets.token_hex(16))')"
+        )
+    if len(key) < 8:
+        raise ValueError(f"--admin-key-env {var}: the admin key must have at least 8 characters")
+    return key
+
+
+def _serve(args: argparse.Namespace, out: Any, err: Any, env: Mapping[str, str]) -> int:
     from pytest_imagegen.reference.server import ReferenceServer
 
+    try:
+        admin_key = _admin_key(args.admin_key_env, env)
+    except ValueError as exc:
+        print(f"{PROG}: error: {exc}", file=err)
+        return 2
     server = ReferenceServer(
         host=args.host,
         port=args.port,
         api_keys=args.keys or None,
         latency=args.latency,
         defects=args.defects,
+        accept_any_key=args.any_key,
+        admin_key=admin_key,
     )
     access = logging.getLogger("pytest_imagegen.reference.access")
     handler = logging.StreamHandler(err)
@@ -149,7 +185,14 @@ def _run(server: Any, out: Any, err: Any) -> int:
     try:
         print(f"pytest-imagegen reference endpoint on {server.base_url}", file=out)
         print(f"  OPENAI_BASE_URL={server.base_url}", file=out)
-        print(f"  OPENAI_API_KEY={server.api_key}", file=out)
+        if server.accept_any_key:
+            print("  OPENAI_API_KEY=(any key is accepted)", file=out)
+        else:
+            print(f"  OPENAI_API_KEY={server.api_key}", file=out)
+        if server.admin_key is not None:
+            print(
+                f"  control API on {server.url}/_admin/ (admin key from the environment)", file=out
+            )
         if server.defects:
             print(f"  defects: {', '.join(sorted(server.defects))}", file=out)
         print("Press Ctrl-C to stop.", file=out, flush=True)
@@ -179,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
-    return _serve(args, sys.stdout, sys.stderr)
+    return _serve(args, sys.stdout, sys.stderr, os.environ)
 
 
 if __name__ == "__main__":

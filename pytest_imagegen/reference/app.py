@@ -24,7 +24,14 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 from pytest_imagegen.reference.faults import Fault
-from pytest_imagegen.reference.log import LoggedRequest, is_secret_header, mask_header, mask_key
+from pytest_imagegen.reference.log import (
+    LoggedRequest,
+    credential_of,
+    is_secret_header,
+    key_digest,
+    mask_header,
+    mask_key,
+)
 
 if TYPE_CHECKING:
     from pytest_imagegen.profiles import Profile
@@ -123,6 +130,8 @@ _POLL_S = 0.05
 # Largest request body read; the Images API's JSON bodies are tiny.
 _MAX_BODY = 64 * 1024 * 1024
 _FILES_PREFIX = "/v1/files/images/"
+#: Where the control API lives (only when the server has an admin key).
+ADMIN_PREFIX = "/_admin/"
 
 
 class Abort(ConnectionAbortedError):
@@ -234,6 +243,18 @@ def _headers(environ: Mapping[str, Any]) -> dict[str, str]:
     return headers
 
 
+def _error_fields(body: bytes) -> dict[str, Any] | None:
+    """``type``, ``code`` and ``param`` of an OpenAI error envelope (None for other bodies)."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    error = doc.get("error") if isinstance(doc, dict) else None
+    if not isinstance(error, dict):
+        return None
+    return {k: error.get(k) for k in ("type", "code", "param")}
+
+
 def client_gone(sock: socket.socket | None) -> bool:
     """Whether the peer closed its end (readable with nothing to read, or an error)."""
     if sock is None:
@@ -264,6 +285,12 @@ class ReferenceApp:
         self, environ: dict[str, Any], start_response: Callable[..., Any]
     ) -> Iterable[bytes]:
         call: Call | None = None
+        path = environ.get("PATH_INFO", "") or "/"
+        if path.startswith(ADMIN_PREFIX) and self.server.admin_key is not None:
+            # The control API: never logged, so the log shows only what clients sent.
+            from pytest_imagegen.reference.admin import handle_admin
+
+            return handle_admin(self.server, environ, start_response)
         try:
             call = self._receive(environ)
             reply = self._route(call)
@@ -294,6 +321,7 @@ class ReferenceApp:
             except (ValueError, UnicodeDecodeError):
                 body = None
         model = body.get("model") if isinstance(body, dict) else None
+        secret = [name for name in headers if is_secret_header(name, self.server.secret_headers)]
         logged = LoggedRequest(
             method=method,
             path=path,
@@ -309,6 +337,11 @@ class ReferenceApp:
             time=time.time(),
             model=model if isinstance(model, str) else None,
             auth=self._auth_state(headers),
+            key_digests=tuple(
+                key_digest(credential_of(headers[name]))
+                for name in secret
+                if name != "cookie" and credential_of(headers[name])
+            ),
         )
         self.server.log.append(logged)
         host = (
@@ -344,6 +377,11 @@ class ReferenceApp:
         self, call: Call, reply: Reply, start_response: Callable[..., Any]
     ) -> Iterator[bytes]:
         call.logged.status = reply.status
+        if reply.status >= 400:
+            call.logged.retry_after = next(
+                (v for k, v in reply.headers if k.lower() == "retry-after"), None
+            )
+            call.logged.error = _error_fields(reply.body)
         try:
             phrase = HTTPStatus(reply.status).phrase
         except ValueError:
@@ -385,6 +423,7 @@ class ReferenceApp:
         logged = call.logged
         if logged.done:
             return
+        logged.finished = time.time()
         logged._done.set()
         if access_log.isEnabledFor(logging.INFO):
             status = logged.status if logged.status is not None else "dropped"
@@ -450,6 +489,8 @@ class ReferenceApp:
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             return "missing"
+        if self.server.accept_any_key:
+            return "ok"
         return "ok" if token in self.server.api_keys else "invalid"
 
     def _auth_error(self, call: Call) -> Reply | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -24,6 +25,23 @@ def mask_key(key: str) -> str:
     if len(key) < 16:
         return "*" * len(key)
     return f"{key[:5]}{'*' * (len(key) - 9)}{key[-4:]}"
+
+
+def key_digest(secret: str) -> str:
+    """A short one-way fingerprint of a credential: tells two keys apart without holding one.
+
+    The upstream-mode checks compare the fingerprints of what a gateway sent upstream with
+    those of the client's key and the gateway's upstream key.
+    """
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def credential_of(value: str) -> str:
+    """The secret part of a credential header value (``Bearer X`` -> ``X``)."""
+    scheme, sep, credentials = value.partition(" ")
+    if sep and scheme.lower() in ("bearer", "basic", "token"):
+        return credentials.strip()
+    return value.strip()
 
 
 def mask_header(name: str, value: str) -> str:
@@ -50,6 +68,10 @@ class LoggedRequest:
     (None when absent or not JSON); ``auth`` is ``ok``, ``invalid`` or ``missing``;
     ``status`` is the status answered (None while in flight or when no response was sent);
     ``fault`` names the scripted fault or defect-driven behaviour applied, if any.
+    ``key_digests`` are :func:`key_digest` fingerprints of every credential the request
+    carried (never the credentials); ``finished`` is when the server was done with it;
+    ``retry_after`` and ``error`` (``type``, ``code``, ``param``) are what an error answer
+    carried.
     """
 
     method: str
@@ -63,6 +85,10 @@ class LoggedRequest:
     status: int | None = None
     fault: str | None = None
     query: str = ""
+    key_digests: tuple[str, ...] = ()
+    finished: float | None = None
+    retry_after: str | None = None
+    error: Mapping[str, Any] | None = None
     _done: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
 
     @property
@@ -88,7 +114,37 @@ class LoggedRequest:
             "auth": self.auth,
             "status": self.status,
             "fault": self.fault,
+            "key_digests": list(self.key_digests),
+            "finished": self.finished,
+            "retry_after": self.retry_after,
+            "error": dict(self.error) if self.error is not None else None,
+            "done": self.done,
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LoggedRequest:
+        """The request back from :meth:`to_dict` (the control API's log answers)."""
+        error = data.get("error")
+        item = cls(
+            method=str(data.get("method", "")),
+            path=str(data.get("path", "")),
+            query=str(data.get("query") or ""),
+            headers=dict(data.get("headers") or {}),
+            body=data.get("body"),
+            body_bytes=int(data.get("body_bytes") or 0),
+            time=float(data.get("time") or 0.0),
+            model=data.get("model"),
+            auth=str(data.get("auth") or "missing"),
+            status=data.get("status"),
+            fault=data.get("fault"),
+            key_digests=tuple(data.get("key_digests") or ()),
+            finished=data.get("finished"),
+            retry_after=data.get("retry_after"),
+            error=dict(error) if isinstance(error, Mapping) else None,
+        )
+        if data.get("done"):
+            item._done.set()
+        return item
 
 
 class RequestLog:

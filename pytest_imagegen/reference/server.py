@@ -21,7 +21,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from pytest_imagegen.reference.faults import MAX_WAIT_S, DefectSet, FaultScript
-from pytest_imagegen.reference.log import RequestLog
+from pytest_imagegen.reference.log import LoggedRequest, RequestLog
 
 if TYPE_CHECKING:
     from werkzeug.serving import ThreadedWSGIServer
@@ -124,6 +124,8 @@ class ReferenceServer:
         secret_headers: Sequence[str] = (),
         max_stall_s: float = 60.0,
         max_files: int = 256,
+        accept_any_key: bool = False,
+        admin_key: str | None = None,
     ) -> None:
         from pytest_imagegen.profiles import get_profile
 
@@ -146,6 +148,13 @@ class ReferenceServer:
         self.secret_headers: tuple[str, ...] = tuple(secret_headers)
         self.max_stall_s = _seconds(max_stall_s, "max_stall_s")
         self.max_files = max_files
+        # Upstream mode without a configured key: whatever key a gateway sends is accepted
+        # (and logged masked, with its fingerprint).
+        self.accept_any_key = bool(accept_any_key)
+        if admin_key is not None and (not isinstance(admin_key, str) or len(admin_key) < 8):
+            raise ValueError("admin_key must be a string of at least 8 characters")
+        # With an admin key the server also serves its control API under /_admin/.
+        self.admin_key: str | None = admin_key
         self._initial_latency = parse_latency(latency)
         self._latency = dict(self._initial_latency)
         self._initial_defects = frozenset(DefectSet(defects))
@@ -234,6 +243,15 @@ class ReferenceServer:
                 "This is a bug in pytest-imagegen's reference server; the traceback is chained "
                 "below."
             ) from first
+
+    def wait_idle(self, since: int = 0, timeout_s: float = 5.0) -> list[LoggedRequest]:
+        """The log from index ``since`` on, once each of those requests is finished (or after
+        ``timeout_s``, with the unfinished ones as they are)."""
+        deadline = time.monotonic() + timeout_s
+        items = self.log.snapshot()[since:]
+        for item in items:
+            item.wait(max(0.0, deadline - time.monotonic()))
+        return items
 
     # -- addresses -----------------------------------------------------------------------
 
