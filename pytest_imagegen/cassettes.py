@@ -127,6 +127,32 @@ def cassette_path(cassette_dir: Path | str, endpoint: str, module: str, test: st
     )
 
 
+def lock_path_for(path: Path) -> Path:
+    """The lock that serialises writers of the cassette at ``path``.
+
+    Locks live in the temp folder, not beside the cassette, so that ``git add cassettes/``
+    never picks one up; the name is a hash of the cassette's absolute path, so every
+    process on the machine (xdist workers included) agrees on it.
+    """
+    import tempfile
+
+    digest = hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:32]
+    folder = Path(tempfile.gettempdir()) / "pytest-imagegen-locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{digest}.lock"
+
+
+#: Written beside recorded cassettes: a writer killed midway leaves its temp file behind.
+GITIGNORE = "# Unfinished cassette writes (removed by the next recording).\n.*.tmp\n"
+
+
+def _ignore_unfinished_writes(folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    gitignore = folder / ".gitignore"
+    if not gitignore.exists():
+        atomic_write(gitignore, GITIGNORE.encode())
+
+
 def find_unused_cassettes(cassette_dir: Path | str, used_paths: Iterable[Path | str]) -> list[Path]:
     """Cassette files under ``cassette_dir`` that no test of this run used, sorted.
 
@@ -557,8 +583,8 @@ class ImagegenCassette(Cassette):
             return
         from filelock import FileLock, Timeout
 
-        lock_path = str(self._path) + ".lock"
-        Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+        lock_path = str(lock_path_for(Path(self._path)))
+        _ignore_unfinished_writes(Path(self._path).parent)
         try:
             with FileLock(lock_path, timeout=LOCK_TIMEOUT_S):
                 merged = self._merge(self._read_disk() or [])

@@ -39,9 +39,11 @@ from PIL import Image
 from pytest_imagegen import cassettes
 from pytest_imagegen._scrub import PLACEHOLDER, Scrubber, compact_png
 from pytest_imagegen.cassettes import (
+    GITIGNORE,
     CassetteSession,
     cassette_path,
     find_unused_cassettes,
+    lock_path_for,
     read_cassette,
     recording,
 )
@@ -451,6 +453,7 @@ def test_find_unused_cassettes_ignores_temp_and_lock_files(tmp_path: Path) -> No
         path.write_text("x")
     (used.parent / ".used.yaml.abc123.tmp").write_text("partial")
     (used.parent / "used.yaml.lock").write_text("")
+    (used.parent / ".gitignore").write_text(".*.tmp\n")
     (used.parent / ".hidden.yaml").write_text("x")
     assert find_unused_cassettes(tmp_path, [used]) == [unused]
     assert find_unused_cassettes(tmp_path / "missing", []) == []
@@ -636,10 +639,22 @@ def test_read_cassette_reports_corruption(tmp_path: Path) -> None:
         read_cassette(path)
 
 
+def test_recording_leaves_only_cassettes_and_a_gitignore(server: Server, tmp_path: Path) -> None:
+    path = cassette_path(tmp_path, "ep", "mod", "rec")
+    _record_two(server, path)
+    with recording(path, mode="new_episodes"):
+        generate(client_for(server.base_url), "gamma", size="64x64")
+    left = sorted(p.name for p in path.parent.iterdir())
+    assert left == [".gitignore", "rec.yaml"]
+    # What git would add: the cassette and the rule; an interrupted write is ignored.
+    assert (path.parent / ".gitignore").read_text() == GITIGNORE
+    assert lock_path_for(path).parent != path.parent
+    assert lock_path_for(path) == lock_path_for(path.parent / "." / "rec.yaml")
+
+
 def test_mode_none_never_writes(server: Server, closed_url: str, tmp_path: Path) -> None:
     path = tmp_path / "ro.yaml"
     _record_two(server, path)
-    (tmp_path / "ro.yaml.lock").unlink()
     before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in tmp_path.iterdir()}
     with recording(path, mode="none") as session:
         generate(client_for(closed_url), "alpha", size="64x64")
