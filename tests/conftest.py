@@ -6,8 +6,15 @@ from collections.abc import Iterator
 
 import pytest
 from _support import HTTP, REFERENCE_KEY
+from hypothesis import settings
 
 from pytest_imagegen.reference import ReferenceServer
+
+# Test outcomes must not depend on the machine's speed: no per-example deadline (a loaded
+# 2-core CI machine easily takes longer than hypothesis's 200 ms default), and a printed
+# blob so a failure found on CI can be reproduced.
+settings.register_profile("imagegen", deadline=None, print_blob=True)
+settings.load_profile("imagegen")
 
 
 @pytest.fixture(scope="session", autouse=True)
