@@ -69,6 +69,55 @@ def is_loopback_url(url: str) -> bool:
 
 
 @dataclass(frozen=True)
+class Upstream:
+    """The reference server an endpoint (a gateway) forwards to, in upstream mode.
+
+    Either ``listen`` (the plugin starts a reference server on that fixed loopback address for
+    the session) or ``url`` (a server started elsewhere with ``serve --admin-key-env VAR``,
+    driven through its control API with ``admin_key``). ``api_key`` is the key the gateway
+    must send upstream (any key is accepted when empty, in listen mode). ``model_map`` says
+    which upstream model the gateway sends for a client's model (unchanged when absent).
+    """
+
+    listen: tuple[str, int] | None = None
+    url: str | None = None
+    api_key_env: str | None = None
+    api_key: str = field(default="", repr=False)
+    admin_key_env: str | None = None
+    admin_key: str = field(default="", repr=False)
+    model_map: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def base_url(self) -> str:
+        """The upstream's OpenAI base URL (what the gateway is configured to call)."""
+        if self.listen is not None:
+            host, port = self.listen
+            shown = f"[{host}]" if ":" in host else host
+            return f"http://{shown}:{port}/v1"
+        assert self.url is not None
+        url = self.url.rstrip("/")
+        return url if url.endswith("/v1") else f"{url}/v1"
+
+    def upstream_model(self, model: str) -> str:
+        """The model the upstream should receive for a client's ``model``."""
+        return self.model_map.get(model, model)
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return tuple(v for v in (self.api_key, self.admin_key) if v)
+
+    def describe(self) -> str:
+        where = (
+            f"listen {self.listen[0]}:{self.listen[1]} (started for the session)"
+            if self.listen is not None
+            else f"url {_mask_url(self.url or '')} (control API)"
+        )
+        key = f"key via {self.api_key_env}" if self.api_key_env else "any key accepted"
+        mapped = ", ".join(f"{k} -> {v}" for k, v in self.model_map.items())
+        return f"{where}; {key}" + (f"; model map {mapped}" if mapped else "")
+
+
+@dataclass(frozen=True)
 class Endpoint:
     """One resolved image endpoint: everything needed to call it and judge its answers."""
 
@@ -86,6 +135,7 @@ class Endpoint:
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
     is_reference: bool = False
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
+    upstream: Upstream | None = None
 
     @property
     def is_loopback(self) -> bool:
@@ -96,6 +146,8 @@ class Endpoint:
     def secrets(self) -> tuple[str, ...]:
         """Every value that must never be written anywhere: the key and extra header values."""
         values = [self.api_key, *self.headers.values()]
+        if self.upstream is not None:
+            values.extend(self.upstream.secrets)
         return tuple(v for v in values if v)
 
     def client(self, **overrides: Any) -> openai.OpenAI:
@@ -179,6 +231,7 @@ PRECEDENCE: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("endpoint.max_retries", (FILE, DEFAULT)),
     ("endpoint.fallback", (FILE, DEFAULT)),
     ("endpoint.headers", (FILE, DEFAULT)),
+    ("endpoint.upstream", (FILE,)),
     # a custom profile: what the file overrides, else the parent profile's value
     *(
         (f"profile.{key}", (FILE, PROFILE))
@@ -259,6 +312,42 @@ class FallbackStep(_FileModel):
     response_format: str | None = None
 
 
+class UpstreamConfig(_FileModel):
+    """``upstream = {...}`` of an endpoint: the reference server behind a gateway.
+
+    ``listen = "127.0.0.1:18099"`` (started by the plugin) or ``url = "http://ref:8000/v1"``
+    with ``admin_key_env`` (started elsewhere); ``api_key_env`` names the variable holding
+    the key the gateway sends upstream; ``model_map`` maps a client model to the upstream one.
+    """
+
+    listen: str | None = None
+    url: str | None = None
+    api_key_env: str | None = None
+    admin_key_env: str | None = None
+    model_map: dict[str, str] | None = None
+
+    @field_validator("api_key_env", "admin_key_env")
+    @classmethod
+    def _check_env_name(cls, value: str) -> str:
+        if not _ENV_VAR_RE.fullmatch(value):
+            raise ValueError(
+                f'must be the NAME of an environment variable (such as "UPSTREAM_KEY"), got '
+                f"{value!r}"
+            )
+        return value
+
+    @field_validator("model_map")
+    @classmethod
+    def _check_model_map(cls, value: dict[str, str]) -> dict[str, str]:
+        for client, upstream in value.items():
+            if not client.strip() or not upstream.strip():
+                raise ValueError(
+                    'model names must not be empty, e.g. model_map = { "gpt-image-1" = '
+                    '"gpt-image-1.5" }'
+                )
+        return value
+
+
 class EndpointConfig(_FileModel):
     """One ``[[tool.imagegen.endpoints]]`` table."""
 
@@ -273,6 +362,7 @@ class EndpointConfig(_FileModel):
     max_retries: int | None = Field(default=None, ge=0, le=10)
     fallback: list[FallbackStep] | None = None
     headers: dict[str, str] | None = None
+    upstream: UpstreamConfig | None = None
 
     @field_validator("name")
     @classmethod
@@ -550,6 +640,8 @@ def _describe_endpoint(ep: Endpoint) -> list[tuple[str, str, str]]:
     if ep.headers:
         # Header values are treated like keys: only their names are shown.
         rows.append(row("headers", ", ".join(f"{k}: ***" for k in ep.headers)))
+    if ep.upstream is not None:
+        rows.append(row("upstream", ep.upstream.describe()))
     return rows
 
 
@@ -792,6 +884,8 @@ def _allowed_keys(loc: Sequence[str | int]) -> tuple[str, ...]:
     if parent[0] == "endpoints":
         if len(parent) >= 2 and parent[1] == "fallback":
             return FALLBACK_KEYS
+        if len(parent) >= 2 and parent[1] == "upstream":
+            return tuple(UpstreamConfig.model_fields)
         return tuple(EndpointConfig.model_fields)
     if parent[0] == "reference":
         return tuple(ReferenceConfig.model_fields)
@@ -813,6 +907,8 @@ _FIELD_HINTS = {
     "double brackets",
     "fallback": 'a list of override tables, e.g. fallback = [{ quality = "low" }]',
     "headers": 'a table of header names to text values, e.g. headers = { "X-Team" = "imaging" }',
+    "upstream": 'a table, e.g. upstream = { listen = "127.0.0.1:18099", api_key_env = '
+    '"UPSTREAM_KEY" }',
 }
 
 
@@ -983,7 +1079,12 @@ def load_settings(
     final: list[Endpoint] = []
     for endpoint in endpoints:
         needed = not selected or endpoint.name in selected
-        final.append(_attach_key(endpoint, env, record_mode, needed, problems))
+        endpoint = _attach_key(endpoint, env, record_mode, needed, problems)
+        live = record_mode in LIVE_RECORD_MODES or endpoint.is_loopback
+        endpoint, upstream_problems = attach_upstream_keys(endpoint, env, needed=needed and live)
+        for line in upstream_problems:
+            problems.add(line)
+        final.append(endpoint)
     problems.raise_if_any()
 
     for endpoint in final:
@@ -1291,6 +1392,11 @@ def _resolve_endpoint(
                 profiles_mod,
             )
 
+    # ---- upstream mode
+    upstream = None
+    if values.get("upstream") is not None:
+        upstream = _resolve_upstream(values["upstream"], label("upstream"), problems)
+
     if len(problems.lines) != before or profile is None:
         return None
     return Endpoint(
@@ -1307,7 +1413,127 @@ def _resolve_endpoint(
         headers=dict(values["headers"]),
         is_reference=draft.is_reference,
         sources=sources,
+        upstream=upstream,
     )
+
+
+_UPSTREAM_EXAMPLE = (
+    'upstream = { listen = "127.0.0.1:18099", api_key_env = "UPSTREAM_KEY" } (started by the '
+    'plugin) or upstream = { url = "http://ref:8000/v1", admin_key_env = "REF_ADMIN" } '
+    "(started elsewhere with `python -m pytest_imagegen serve --admin-key-env REF_ADMIN`)"
+)
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``"127.0.0.1:18099"`` -> ``("127.0.0.1", 18099)``; ValueError saying what is wrong.
+
+    The address must be a loopback one (the reference server is for this machine's gateway)
+    and the port fixed (the gateway is configured to call it).
+    """
+    host, sep, port_text = text.strip().rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port_text.isdigit():
+        raise ValueError(
+            f'listen = {text!r} is not HOST:PORT; write e.g. listen = "127.0.0.1:18099"'
+        )
+    port = int(port_text)
+    if not 1 <= port <= 65535:
+        raise ValueError(
+            f"listen = {text!r}: the port must be a fixed port 1-65535 (your gateway is "
+            'configured to call it), e.g. listen = "127.0.0.1:18099"'
+        )
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    if address is None and host.lower() != "localhost":
+        raise ValueError(
+            f'listen = {text!r}: give a loopback IP address, e.g. listen = "127.0.0.1:{port}"'
+        )
+    if address is not None and not address.is_loopback:
+        raise ValueError(
+            f"listen = {text!r} is not a loopback address; the reference server the plugin "
+            f'starts only listens on this machine: use listen = "127.0.0.1:{port}", or start '
+            "one elsewhere and give its url with admin_key_env"
+        )
+    return ("127.0.0.1" if host.lower() == "localhost" else host), port
+
+
+def _resolve_upstream(raw: Mapping[str, Any], where: str, problems: _Problems) -> Upstream | None:
+    listen_text, url = raw.get("listen"), raw.get("url")
+    if (listen_text is None) == (url is None):
+        which = "both listen and url" if listen_text is not None else "neither listen nor url"
+        problems.add(f"{where}: the upstream has {which}; give exactly one: {_UPSTREAM_EXAMPLE}.")
+        return None
+    admin_key_env = raw.get("admin_key_env")
+    listen = None
+    if listen_text is not None:
+        try:
+            listen = parse_listen(listen_text)
+        except ValueError as exc:
+            problems.add(f"{where}: {exc}.")
+            return None
+        if admin_key_env is not None:
+            problems.add(
+                f"{where}: admin_key_env belongs with url (a server started elsewhere); the "
+                "server the plugin starts on listen needs none. Remove admin_key_env."
+            )
+            return None
+    else:
+        problem = _url_problem(url, "put the NAME of the variable holding it in admin_key_env")
+        if problem:
+            problems.add(f"{where}: url: {problem}.")
+            return None
+        if admin_key_env is None:
+            problems.add(
+                f"{where}: url needs admin_key_env, the NAME of the variable holding the admin "
+                "key the server was started with (`python -m pytest_imagegen serve "
+                "--admin-key-env REF_ADMIN`), so faults can be scripted on it."
+            )
+            return None
+    return Upstream(
+        listen=listen,
+        url=url,
+        api_key_env=raw.get("api_key_env"),
+        admin_key_env=admin_key_env,
+        model_map=dict(raw.get("model_map") or {}),
+    )
+
+
+def attach_upstream_keys(
+    endpoint: Endpoint, env: Mapping[str, str], *, needed: bool
+) -> tuple[Endpoint, list[str]]:
+    """Read the upstream's keys from the variables it names: ``(endpoint, problems)``.
+
+    ``needed``: the endpoint runs live, so an unset variable is a problem.
+    """
+    from dataclasses import replace
+
+    upstream = endpoint.upstream
+    if upstream is None:
+        return endpoint, []
+    found: dict[str, str] = {}
+    problems = []
+    for attr, var in (("api_key", upstream.api_key_env), ("admin_key", upstream.admin_key_env)):
+        if var is None:
+            continue
+        value = (env.get(var) or "").strip()
+        if value:
+            found[attr] = value
+        elif needed:
+            what = (
+                "the key your gateway sends to the upstream"
+                if attr == "api_key"
+                else "the admin key the upstream reference server was started with"
+            )
+            problems.append(
+                f"endpoint {endpoint.name!r}: upstream.{attr}_env names {var}, which is not "
+                f"set; export {what} in {var}, or run with --imagegen-record-mode=none to "
+                "replay cassettes."
+            )
+    if not found:
+        return endpoint, problems
+    return replace(endpoint, upstream=replace(upstream, **found)), problems
 
 
 def _known_profiles(custom: Mapping[str, Profile], profiles_mod: Any) -> tuple[str, ...]:
