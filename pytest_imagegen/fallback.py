@@ -288,6 +288,7 @@ def build_steps(endpoint: Endpoint, prompt: str, **params: Any) -> tuple[Step, .
     profile. Raises :class:`ConfigError` naming the step when a body would be invalid, so a
     wrong chain is reported before any request is sent.
     """
+    _check_endpoint_and_prompt(endpoint, prompt)
     if params.get("stream"):
         raise ConfigError(
             "generate() reads whole responses and does not stream; leave out stream=True "
@@ -319,6 +320,42 @@ def build_steps(endpoint: Endpoint, prompt: str, **params: Any) -> tuple[Step, .
     return tuple(steps)
 
 
+def _check_endpoint_and_prompt(endpoint: object, prompt: object) -> None:
+    from pytest_imagegen.config import Endpoint
+
+    if not isinstance(endpoint, Endpoint):
+        named = " (an endpoint name?)" if isinstance(endpoint, str) else ""
+        raise TypeError(
+            f"generate() needs an Endpoint as 'endpoint', got {type(endpoint).__name__} "
+            f"{endpoint!r:.60}{named}. In a test, use the imagegen_endpoint fixture or "
+            "imagegen_settings.endpoint('NAME'); outside pytest, build one with "
+            "pytest_imagegen.config.load_settings(...).endpoint('NAME')."
+        )
+    if not isinstance(prompt, str):
+        raise TypeError(
+            f"generate() takes the prompt as a string, got {type(prompt).__name__} {prompt!r:.60}."
+        )
+
+
+def _check_client(client: object) -> None:
+    """``client`` must be a synchronous SDK client (``openai.OpenAI`` / ``AzureOpenAI``)."""
+    import openai
+
+    if isinstance(client, openai.OpenAI):
+        return
+    if isinstance(client, openai.AsyncOpenAI):
+        raise TypeError(
+            "generate() runs synchronously and needs an openai.OpenAI client, got an "
+            "openai.AsyncOpenAI. Pass a synchronous client (imagegen_client, or "
+            "endpoint.client()); from async code, run it in a thread: await "
+            "asyncio.to_thread(generate, client, endpoint, prompt)."
+        )
+    raise TypeError(
+        f"generate() needs an openai.OpenAI client as 'client', got {type(client).__name__} "
+        f"{client!r:.60}. Use the imagegen_client fixture, or endpoint.client()."
+    )
+
+
 def _profile_for(endpoint: Endpoint, model: str, where: str) -> Profile:
     if model == endpoint.image_model:
         return endpoint.profile
@@ -344,6 +381,8 @@ def generate(client: openai.OpenAI, endpoint: Endpoint, prompt: str, **params: A
     a failure of pytest-imagegen's own machinery during an attempt (e.g. a
     :class:`~pytest_imagegen.errors.CassetteError` in replay mode) is raised as it is.
     """
+    _check_endpoint_and_prompt(endpoint, prompt)
+    _check_client(client)
     steps = build_steps(endpoint, prompt, **params)
     start = time.monotonic()
     _warm_up(client)

@@ -793,8 +793,11 @@ def imagegen_reference_server(
 
 @pytest.fixture
 def imagegen_reference(imagegen_reference_server: ReferenceServer) -> Iterator[ReferenceServer]:
-    """The reference server for one test: faults, log and defects are reset after it."""
+    """The reference server for one test: faults, log and defects reset before and after it."""
     server = imagegen_reference_server
+    # Before: requests other fixtures sent to the shared server (imagegen_client against the
+    # reference endpoint) must not show up in this test's log. After: stalls are released.
+    server.reset()
     try:
         yield server
         server.check()  # an error inside the server's thread fails the test that caused it

@@ -39,6 +39,7 @@ __all__ = [
     "SizeRule",
     "UnknownProfileError",
     "canonical_model",
+    "ensure_profile",
     "get_profile",
     "is_chat_model",
     "make_custom_profile",
@@ -481,7 +482,12 @@ def _lookup(name: str, table: Mapping[str, Profile]) -> Profile | None:
 
 def get_profile(name: str) -> Profile:
     """The built-in profile ``name`` (case-insensitive); ``UnknownProfileError`` (a KeyError)."""
-    profile = _lookup(name, PROFILES) if isinstance(name, str) else None
+    if not isinstance(name, str):
+        raise TypeError(
+            f"get_profile() takes a profile name such as 'gpt-image-1', not "
+            f"{_type_name(name)}. Known profiles: {_known_names()}."
+        )
+    profile = _lookup(name, PROFILES)
     if profile is None:
         hint = _did_you_mean(name, PROFILES)
         raise UnknownProfileError(
@@ -489,6 +495,37 @@ def get_profile(name: str) -> Profile:
             f"to one of them, or define a custom profile with that name."
         )
     return profile
+
+
+def _type_name(value: object) -> str:
+    return "None" if value is None else f"{type(value).__name__} {value!r:.60}"
+
+
+def ensure_profile(value: object, *, function: str, argument: str = "profile") -> Profile:
+    """``value`` when it is a :class:`Profile`; a ``TypeError`` saying what to pass otherwise.
+
+    ``None`` gets its own explanation: it is what :func:`resolve_profile` returns for a chat
+    model or a model it does not know, and passing that on is the usual way to get here.
+    """
+    if isinstance(value, Profile):
+        return value
+    call = f"{function}() needs a Profile as {argument!r}"
+    if value is None:
+        raise TypeError(
+            f"{call}, got None. resolve_profile(model) returns None for a chat model or a "
+            "model it does not know: check the model first (model_kind(model) == 'image'), "
+            "or name the profile the model follows: resolve_profile(model, "
+            "profile='gpt-image-1') or get_profile('gpt-image-1')."
+        )
+    if isinstance(value, str):
+        raise TypeError(
+            f"{call}, got the string {value!r}. Pass get_profile({value!r}) for a built-in "
+            f"profile, or resolve_profile({value!r}) for a model name."
+        )
+    raise TypeError(
+        f"{call}, got {_type_name(value)}. Pass get_profile('gpt-image-1') or "
+        "resolve_profile(model)."
+    )
 
 
 def _did_you_mean(word: object, choices: Any) -> str:
@@ -560,6 +597,17 @@ def resolve_profile(
     suffix and snapshot handling). Returns None when nothing matches; raises
     ``UnknownProfileError`` when an explicit ``profile`` names no profile.
     """
+    if profile is not None and not isinstance(profile, str):
+        raise TypeError(
+            f"resolve_profile(profile=...) takes a profile name such as 'gpt-image-1', not "
+            f"{_type_name(profile)}."
+        )
+    if custom is not None and not isinstance(custom, Mapping):
+        raise TypeError(
+            "resolve_profile(custom=...) takes a mapping of profile names to Profile objects "
+            f"(e.g. {{'relay': make_custom_profile('relay', parent='gpt-image-1')}}), not "
+            f"{_type_name(custom)}."
+        )
     custom = custom or {}
     if profile is not None:
         found = _lookup(profile, custom) or _lookup(profile, PROFILES)

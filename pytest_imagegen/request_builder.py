@@ -20,6 +20,7 @@ from pytest_imagegen.profiles import (
     KNOWN_PARAMS,
     PROFILES,
     Profile,
+    ensure_profile,
     is_chat_model,
     parse_size,
 )
@@ -244,8 +245,11 @@ def validate_request(body: Mapping[str, Any], profile: Profile) -> list[Violatio
     Covers unknown and unaccepted keys, the prompt (missing, empty, too long), the model
     (missing, empty, a chat model), every enumerated value, ``n`` and the other integers,
     ``output_compression`` with PNG, a transparent background with JPEG, and JSON types.
-    ``None`` is accepted wherever the spec marks a field nullable.
+    ``None`` is accepted wherever the spec marks a field nullable. ``profile`` must be a
+    :class:`Profile` (a ``TypeError`` says what to pass otherwise); ``body`` may be anything,
+    since reporting a body that is not an object is part of the job.
     """
+    profile = ensure_profile(profile, function="validate_request")
     if not isinstance(body, Mapping):
         return [
             Violation(
@@ -346,6 +350,12 @@ def build_request(profile: Profile, *, model: str, prompt: str, **intent: Any) -
     no Images API parameter at all, or a value the profile rejects, raises
     :class:`RequestShapeError` listing every violation.
     """
+    profile = ensure_profile(profile, function="build_request")
+    if model is not None and not isinstance(model, str):
+        raise TypeError(
+            f"build_request(model=...) takes a model name such as 'gpt-image-1' (or None to "
+            f"leave it out), not {type(model).__name__} {model!r:.60}."
+        )
     unknown = [k for k in intent if k not in KNOWN_PARAMS and k not in profile.extra_params]
     if unknown:
         violations = []
@@ -469,6 +479,7 @@ def validate_sdk_types(body: Mapping[str, Any]) -> list[Violation]:
 
 def check_request(body: Mapping[str, Any], profile: Profile) -> list[Violation]:
     """:func:`validate_request` plus :func:`validate_sdk_types`, one report per param."""
+    profile = ensure_profile(profile, function="check_request")
     out = validate_request(body, profile)
     if not isinstance(body, Mapping):
         return out

@@ -1,0 +1,62 @@
+"""The fixtures a user's own tests use, run as users run them (pytester)."""
+
+from __future__ import annotations
+
+# Imported here so that pytester's in-process runs, which restore sys.modules after each
+# run, do not import them again every time (openai alone takes about a second).
+import openai  # noqa: F401
+import PIL.Image  # noqa: F401
+import pytest
+import vcr  # noqa: F401
+import werkzeug.serving  # noqa: F401
+
+import pytest_imagegen.cassettes
+import pytest_imagegen.reference.app  # noqa: F401
+
+pytest_plugins = ["pytester"]
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No OPENAI_*/IMAGEGEN_* variable of the machine leaks into the runs under test."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith(("OPENAI_", "IMAGEGEN_")):
+            monkeypatch.delenv(name)
+
+
+# The README's example of a user's test, after a test that calls the reference endpoint
+# through imagegen_client (which does not reset the shared server's log).
+POSTER_APP = """
+import openai
+
+
+def make_poster(client, prompt):
+    for quality in ("high", "low"):
+        try:
+            return client.images.generate(model="gpt-image-1", prompt=prompt, quality=quality)
+        except openai.APITimeoutError:
+            continue
+    raise RuntimeError("no poster")
+
+
+def test_my_app_generates(imagegen_client, imagegen_endpoint):
+    image = imagegen_client.images.generate(model=imagegen_endpoint.image_model, prompt="a cat")
+    assert image.data[0].b64_json
+
+
+def test_app_falls_back_on_a_stall(imagegen_reference):
+    imagegen_reference.faults.add("stall", quality="high")
+    client = openai.OpenAI(base_url=imagegen_reference.base_url,
+                           api_key=imagegen_reference.api_key, max_retries=0, timeout=1)
+    make_poster(client, "a lighthouse at dusk")
+    sent = [r.body["quality"] for r in imagegen_reference.log.generations]
+    assert sent == ["high", "low"]
+"""
+
+
+def test_reference_log_holds_only_this_tests_requests(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_poster=POSTER_APP)
+    result = pytester.runpytest("-p", "no:randomly", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
