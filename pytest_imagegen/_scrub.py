@@ -31,6 +31,8 @@ from urllib.parse import (
 
 from vcr.request import Request
 
+from pytest_imagegen.bounds import CUT_PREFIX_BYTES, cut_marker, find_cut
+
 #: What every scrubbed value becomes, in headers, URLs and bodies alike.
 PLACEHOLDER = "<imagegen:scrubbed>"
 
@@ -399,7 +401,13 @@ class Scrubber:
                 headers[name] = [self.text(v) if isinstance(v, str) else v for v in values]
         body = _body_bytes((response.get("body") or {}).get("string"))
         images: list[ImageRecord] = []
-        if body:
+        cut = find_cut(body)
+        if cut is not None:
+            # A body above the cap: a short prefix and the trailer (length, sha256, cap).
+            prefix, info = cut
+            body = self.data(prefix[:CUT_PREFIX_BYTES]) + cut_marker(info)
+            _set_header(headers, "content-length", str(len(body)))
+        elif body:
             body = self._decoded(body, headers)
             body = self._response_body(body, headers, images)
             _set_header(headers, "content-length", str(len(body)))

@@ -44,6 +44,11 @@ STATE_FILE = "imagegen-budget.json"
 
 #: Request paths (suffixes) that are billed per image.
 BILLED_PATHS = ("/images/generations", "/images/edits", "/images/variations")
+#: Request paths billed per token: the separation checks' one-line chat requests.
+TOKEN_BILLED_PATHS = ("/chat/completions", "/responses")
+#: Estimate of one such chat request (a one-line prompt, at most 16 completion tokens) on the
+#: priciest chat models: small, but not zero, so that ``budget_usd = 0`` sends none.
+CHAT_REQUEST_USD = 0.001
 
 _MICRO = 1_000_000
 # The key under which a request carries its reservation from the request hook to the
@@ -269,10 +274,11 @@ def _request_json(request: Any) -> Mapping[str, Any] | None:
 
 
 def is_billed(endpoint: Endpoint, request: Any) -> bool:
-    """Whether ``request`` to ``endpoint`` is billed per image (the reference server is free)."""
+    """Whether ``request`` to ``endpoint`` is billed, per image or per token (the reference
+    server is free)."""
     if endpoint.is_reference or request.method.upper() != "POST":
         return False
-    return str(request.url.path).rstrip("/").endswith(BILLED_PATHS)
+    return str(request.url.path).rstrip("/").endswith(BILLED_PATHS + TOKEN_BILLED_PATHS)
 
 
 def event_hooks(
@@ -306,7 +312,10 @@ def event_hooks(
         profile = None
         if profile_for is not None and isinstance(model, str) and model != endpoint.image_model:
             profile = profile_for(model)
-        amount = estimate_request(profile or endpoint.profile, body)
+        if str(request.url.path).rstrip("/").endswith(TOKEN_BILLED_PATHS):
+            amount = CHAT_REQUEST_USD
+        else:
+            amount = estimate_request(profile or endpoint.profile, body)
         if budget is None:
             reservation = Reservation(amount)
         else:

@@ -132,6 +132,8 @@ class Endpoint:
     deadline_s: float = 300.0
     max_retries: int = 0
     fallback: tuple[Mapping[str, Any], ...] = ()
+    # Cap on one response body; None: derived from the profile (see ``response_cap``).
+    max_response_bytes: int | None = None
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
     is_reference: bool = False
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
@@ -163,6 +165,15 @@ class Endpoint:
         }
         options.update(overrides)
         return openai.OpenAI(**options)
+
+    def response_cap(self, n: int = 1) -> int:
+        """Bytes one response body may have: ``max_response_mb`` when configured, else a few
+        MB above the largest legal answer with ``n`` images of the profile."""
+        if self.max_response_bytes is not None:
+            return self.max_response_bytes
+        from pytest_imagegen.bounds import response_cap
+
+        return response_cap(self.profile, n)
 
 
 # --------------------------------------------------------------------------------------
@@ -229,6 +240,7 @@ PRECEDENCE: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("endpoint.timeout_s", (FILE, DEFAULT)),
     ("endpoint.deadline_s", (FILE, DEFAULT)),
     ("endpoint.max_retries", (FILE, DEFAULT)),
+    ("endpoint.max_response_mb", (FILE, DEFAULT)),
     ("endpoint.fallback", (FILE, DEFAULT)),
     ("endpoint.headers", (FILE, DEFAULT)),
     ("endpoint.upstream", (FILE,)),
@@ -360,6 +372,7 @@ class EndpointConfig(_FileModel):
     timeout_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     deadline_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     max_retries: int | None = Field(default=None, ge=0, le=10)
+    max_response_mb: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     fallback: list[FallbackStep] | None = None
     headers: dict[str, str] | None = None
     upstream: UpstreamConfig | None = None
@@ -635,6 +648,12 @@ def _describe_endpoint(ep: Endpoint) -> list[tuple[str, str, str]]:
         row("timeout_s", _show(ep.timeout_s)),
         row("deadline_s", _show(ep.deadline_s)),
         row("max_retries", str(ep.max_retries)),
+        row(
+            "max_response_mb",
+            _show(ep.max_response_bytes / 1e6)
+            if ep.max_response_bytes is not None
+            else f"(from the profile: {ep.response_cap() / 1e6:.1f})",
+        ),
         row("fallback", _show_fallback(ep.fallback)),
     ]
     if ep.headers:
@@ -900,6 +919,7 @@ _FIELD_HINTS = {
     "max_retries": "SDK retries per attempt, 0..10; the fallback chain does the retrying, so 0 "
     "is usual",
     "timeout_s": "seconds one attempt may take, a number > 0",
+    "max_response_mb": "the largest response body read, in MB (1 MB = 10^6 bytes), a number > 0",
     "deadline_s": "seconds the whole request (all fallback steps) may take, a number > 0",
     "budget_usd": "the spend cap of one live run in USD, a number >= 0",
     "record_mode": "one of " + ", ".join(RECORD_MODES),
@@ -1239,6 +1259,7 @@ def _endpoint_defaults() -> dict[str, Any]:
         "timeout_s": (defaults["timeout_s"].default, SOURCE_DEFAULT),
         "deadline_s": (defaults["deadline_s"].default, SOURCE_DEFAULT),
         "max_retries": (defaults["max_retries"].default, SOURCE_DEFAULT),
+        "max_response_mb": (None, SOURCE_DEFAULT),
         "fallback": ((), SOURCE_DEFAULT),
         "headers": ({}, SOURCE_DEFAULT),
     }
@@ -1409,6 +1430,7 @@ def _resolve_endpoint(
         timeout_s=timeout_s,
         deadline_s=deadline_s,
         max_retries=int(values["max_retries"]),
+        max_response_bytes=_response_bytes(values.get("max_response_mb")),
         fallback=fallback,
         headers=dict(values["headers"]),
         is_reference=draft.is_reference,
@@ -1534,6 +1556,10 @@ def attach_upstream_keys(
     if not found:
         return endpoint, problems
     return replace(endpoint, upstream=replace(upstream, **found)), problems
+
+
+def _response_bytes(mb: Any) -> int | None:
+    return None if mb is None else max(1, round(float(mb) * 1_000_000))
 
 
 def _known_profiles(custom: Mapping[str, Profile], profiles_mod: Any) -> tuple[str, ...]:

@@ -911,9 +911,9 @@ def imagegen_client(
     imagegen_budget: Budget,
 ) -> Iterator[openai.OpenAI]:
     """An openai.OpenAI bound to the endpoint, with the test's cassette and the budget guard."""
-    import openai
-
+    from pytest_imagegen.bounds import Limits, bounded_client
     from pytest_imagegen.budget import event_hooks
+    from pytest_imagegen.checks.context import requested_n
 
     item = request.node
     data = item_data(item)
@@ -947,7 +947,11 @@ def imagegen_client(
         )
         hooks["request"].append(started)
         hooks["response"].append(answered)
-        http_client = openai.DefaultHttpxClient(event_hooks=hooks)
+        # timeout_s bounds each request as a whole (body included), deadline_s the test.
+        limits = Limits.for_endpoint(
+            endpoint, max_body_bytes=lambda request: endpoint.response_cap(requested_n(request))
+        )
+        http_client = bounded_client(limits, event_hooks=hooks)
         client = endpoint.client(http_client=http_client)
         try:
             yield client

@@ -23,6 +23,7 @@ from pytest_imagegen.errors import BudgetExceededError, ConformanceFailure, Diag
 if TYPE_CHECKING:
     import openai
 
+    from pytest_imagegen.bounds import BodyCut, Limits
     from pytest_imagegen.budget import Budget
     from pytest_imagegen.config import Endpoint
     from pytest_imagegen.images import GeneratedImage
@@ -88,6 +89,12 @@ class Call:
     diagnosis: Diagnosis | None = None
     images: tuple[GeneratedImage, ...] = ()
     document: Any = None  # the parsed JSON body, or None
+    cut: BodyCut | None = None  # set when the body was above the cap (content: its prefix)
+
+    @property
+    def body_bytes(self) -> int:
+        """The size of the body as the endpoint sent it (also when it was cut at the cap)."""
+        return self.cut.bytes if self.cut is not None else len(self.content)
 
     @property
     def ok(self) -> bool:
@@ -156,6 +163,8 @@ class CheckContext:
             self.data.setdefault(key, empty)
         self.sent: list[SentRequest] = []
         self._http_clients: list[Any] = []
+        # The check's deadline_s runs from here; each request gets timeout_s within it.
+        self.started = time.monotonic()
         self.recorded_requests: list[dict[str, Any]] | None = (
             None if recorded_requests is None else [dict(body) for body in recorded_requests]
         )
@@ -242,8 +251,7 @@ class CheckContext:
     def client(self, **overrides: Any) -> openai.OpenAI:
         """An ``openai.OpenAI`` for the endpoint (no SDK retries unless asked) whose requests
         are captured in :attr:`sent` and priced against the budget."""
-        import openai
-
+        from pytest_imagegen.bounds import bounded_client
         from pytest_imagegen.budget import event_hooks
 
         def capture(request: Any) -> None:
@@ -273,10 +281,23 @@ class CheckContext:
             replayed=self._replayed,
         )
         hooks["request"].insert(0, capture)
-        http_client = openai.DefaultHttpxClient(event_hooks=hooks)
+        http_client = bounded_client(self.limits(), event_hooks=hooks)
         self._http_clients.append(http_client)
         overrides.setdefault("max_retries", 0)
         return self._factory(http_client=http_client, **overrides)
+
+    def limits(self) -> Limits:
+        """What each request of this check may take: ``timeout_s`` of wall time (body
+        included) within the check's ``deadline_s``, and a body no larger than the
+        endpoint's response cap for the ``n`` images asked for."""
+        from pytest_imagegen.bounds import Limits
+
+        endpoint = self.endpoint
+
+        def cap(request: Any) -> int:
+            return endpoint.response_cap(requested_n(request))
+
+        return Limits.for_endpoint(endpoint, started=self.started, max_body_bytes=cap)
 
     def close(self) -> None:
         """Close every HTTP client this context made."""
@@ -331,10 +352,19 @@ class CheckContext:
                 latencies_s=[round(call.latency_s, 4)],
                 attempts=1,
                 successes=1 if call.ok else 0,
-                response_bytes=len(call.content),
+                response_bytes=call.body_bytes,
             )
             self.record_images(call.images)
         return call
+
+    def images_in(self, call: Call) -> Call:
+        """A copy of ``call`` with its 2xx body decoded as images; when it holds no valid
+        image, the copy's ``diagnosis`` says what was seen instead (for requests sent with
+        ``expect_images=False``, whose answers are not decoded)."""
+        seen = replace(call)
+        if seen.diagnosis is None and seen.status is not None and seen.status < 300:
+            self._parse_images(seen, None)
+        return seen
 
     def chat(self, model: str, *, client: openai.OpenAI | None = None) -> Call:
         """``POST /chat/completions`` with ``model`` and a one-line message."""
@@ -354,7 +384,8 @@ class CheckContext:
     def _send(self, method: str, path: str, body: dict[str, Any], send: Callable[[], Any]) -> Call:
         import openai
 
-        from pytest_imagegen.errors import classify
+        from pytest_imagegen.bounds import find_cut
+        from pytest_imagegen.errors import classify, malformed
 
         call = Call(method, path, body)
         start = time.perf_counter()
@@ -378,14 +409,18 @@ class CheckContext:
         except BudgetExceededError as exc:
             raise ConformanceFailure(str(exc)) from exc
         call.latency_s = time.perf_counter() - start
-        if call.content:
+        found = find_cut(call.content)
+        if found is not None:
+            call.content, call.cut = found
+            call.diagnosis = malformed(call.cut.describe(), status=call.status)
+        elif call.content:
             try:
                 call.document = json.loads(call.content)
             except (ValueError, UnicodeDecodeError):
                 call.document = None
         return call
 
-    def _parse_images(self, call: Call, client: openai.OpenAI) -> None:
+    def _parse_images(self, call: Call, client: openai.OpenAI | None) -> None:
         from pytest_imagegen.errors import malformed
         from pytest_imagegen.fallback import MalformedResponse, parse_images_response
         from pytest_imagegen.profiles import parse_size
@@ -417,6 +452,16 @@ class CheckContext:
             )
         except MalformedResponse as exc:
             call.diagnosis = malformed(str(exc), status=call.status)
+
+
+def requested_n(request: Any) -> int:
+    """The ``n`` of a JSON request body (1 when absent or unreadable)."""
+    try:
+        body = json.loads(request.content) if request is not None else None
+    except Exception:  # a streamed, multipart or non-JSON body
+        return 1
+    n = body.get("n") if isinstance(body, dict) else None
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1
 
 
 def _budget_cause(exc: BaseException) -> BudgetExceededError | None:

@@ -18,8 +18,13 @@ def _generated(ctx: CheckContext, **params: Any) -> Call:
     return call
 
 
-def _schema_problems(document: Any) -> list[str]:
+def _schema_problems(document: Any, content: bytes = b"") -> list[str]:
     """What is wrong with an ImagesResponse body (per the spec and the SDK's types)."""
+    if document is None:
+        if not content:
+            return ["the body is empty"]
+        preview = content[:60].decode("utf-8", "replace")
+        return [f"the body is not JSON ({len(content):,} bytes, starting {preview!r})"]
     if not isinstance(document, dict):
         return [f"the body is JSON {type(document).__name__}, not an object"]
     problems = []
@@ -62,7 +67,9 @@ def schema(ctx: CheckContext) -> None:
     images" (or the request's diagnosis, e.g. "malformed_response ... `data` is empty").
     """
     call = ctx.generate(**ctx.cheap_params())
-    problems = _schema_problems(call.document) if call.status and call.status < 300 else []
+    problems = []
+    if call.status and call.status < 300 and call.cut is None:
+        problems = _schema_problems(call.document, call.content)
     if problems:
         ctx.fail(f"the answer is not an ImagesResponse: {'; '.join(problems)}", call=call)
     if not call.ok:
@@ -145,7 +152,16 @@ def body_size(ctx: CheckContext) -> None:
     Fails with: "a one-image answer is 5.20 MB, over the 4.5 MB serverless response cap;
     ask for output_format jpeg/webp with output_compression, a smaller size, or stream".
     """
-    call = _generated(ctx)
+    call = ctx.generate(**ctx.cheap_params())
+    if call.cut is not None:
+        ctx.record(body_bytes=call.cut.bytes)
+        ctx.fail(
+            f"a one-image answer: {call.cut.describe()}; the cap is the endpoint's "
+            f"max_response_mb, by default a few MB above the largest legal image answer",
+            call=call,
+        )
+    if not call.ok:
+        ctx.fail(f"the request {call.request_line()} failed: {call.describe()}", call=call)
     size = len(call.content)
     ctx.record(body_bytes=size)
     if size > SERVERLESS_RESPONSE_CAP:

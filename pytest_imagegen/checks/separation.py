@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pytest_imagegen.checks import check
-from pytest_imagegen.checks.context import CheckContext
+from pytest_imagegen.checks.context import Call, CheckContext
 
 # What a correct endpoint answers when a model of the wrong kind is asked for.
 _REFUSALS = ("model_not_found", "invalid_request")
@@ -86,12 +86,22 @@ def chat_model_refused_by_images(ctx: CheckContext) -> None:
         ctx.skip(f"endpoint {ctx.endpoint.name!r} has no chat_model; set one to run this check")
     call = ctx.generate(model=chat_model, expect_images=False, **ctx.cheap_params())
     if call.diagnosis is None:
+        seen = ctx.images_in(call)
+        if seen.diagnosis is None:
+            ctx.fail(
+                f"the images endpoint generated images for chat model {chat_model!r} "
+                f"({seen.describe()}); it must refuse it (OpenAI answers 400 "
+                f"invalid_request_error)",
+                call=seen,
+            )
         ctx.fail(
-            f"the images endpoint generated images for chat model {chat_model!r} "
-            f"({call.describe()}); it must refuse it (OpenAI answers 400 invalid_request_error)",
-            call=call,
+            f"the images endpoint answered chat model {chat_model!r} with HTTP {call.status} "
+            f"and no usable image ({seen.diagnosis.message}) instead of refusing it (OpenAI "
+            f"answers 400 invalid_request_error)",
+            call=seen,
         )
     if call.diagnosis.category not in _REFUSALS:
+        _unjudged(ctx, call, f"chat model {chat_model!r} sent to the images endpoint")
         ctx.fail(
             f"the images endpoint refused chat model {chat_model!r} as "
             f"{call.diagnosis.category}; expected model_not_found or invalid_request: "
@@ -110,6 +120,8 @@ def image_model_refused_by_chat(ctx: CheckContext) -> None:
     """
     model = ctx.endpoint.image_model
     call = ctx.chat(model)
+    if call.diagnosis is not None and call.diagnosis.category not in _REFUSALS:
+        _unjudged(ctx, call, f"image model {model!r} sent to chat completions")
     if call.diagnosis is None:
         ctx.fail(
             f"chat completions answered image model {model!r} with HTTP {call.status}; an "
@@ -119,5 +131,21 @@ def image_model_refused_by_chat(ctx: CheckContext) -> None:
         ctx.fail(
             f"chat completions refused image model {model!r} as {call.diagnosis.category}; "
             f"expected model_not_found or invalid_request: {call.describe()}",
+            call=call,
+        )
+
+
+# Failures that say nothing about how the endpoint treats a model of the wrong kind: the
+# request never got an answer to judge.
+_NO_VERDICT = ("timeout", "network", "rate_limit", "quota", "server", "authentication")
+
+
+def _unjudged(ctx: CheckContext, call: Call, what: str) -> None:
+    """Fail naming the request's own failure when it gives no verdict on ``what``."""
+    diagnosis = call.diagnosis
+    if diagnosis is not None and diagnosis.category in _NO_VERDICT:
+        ctx.fail(
+            f"could not tell how the endpoint treats {what}: the request failed as "
+            f"{diagnosis.category} before any verdict: {call.describe()}",
             call=call,
         )
