@@ -461,7 +461,7 @@ class BoundedTransport(httpx2.BaseTransport):
                 try:
                     if clock.expired:
                         raise httpx2.ConnectTimeout(clock.describe(), request=request)
-                    response = self._inner.handle_request(request)
+                    response: httpx2.Response = self._inner.handle_request(request)
                 except Exception as exc:
                     raise _explained(exc, clock, request) from exc
         finally:
