@@ -574,7 +574,9 @@ def _invalid_request(
                 st.from_regex(r"[a-z][a-z_]{2,15}", fullmatch=True),
             ).filter(lambda k: k not in taken)
         )
-        body[key] = draw(st.one_of(st.none(), st.integers(), st.text(max_size=8), st.booleans()))
+        # Never null: gateways (LiteLLM) strip null-valued keys, and a null unknown key is
+        # the same as leaving it out, so refusing it is not a requirement.
+        body[key] = draw(st.one_of(st.integers(), st.text(max_size=8), st.booleans()))
         return body, key
     if defect == "param_not_accepted":
         key = draw(st.sampled_from([k for k in _NOT_ACCEPTED_VALUES if not p.accepts(k)]))
@@ -679,7 +681,8 @@ def invalid_image_requests(
     """``(body, param)`` pairs: a valid body for ``profile`` with exactly one defect planted,
     and the request parameter a correct rejection names.
 
-    Defects (see :data:`DEFECTS`): an unknown key, a key the profile does not take
+    Defects (see :data:`DEFECTS`): an unknown key (never null-valued: a null key is the
+    same as an absent one, and gateways strip it), a key the profile does not take
     (``response_format`` on GPT-image), an unsupported quality/size/style/background/
     moderation/output format, ``n`` out of range or of the wrong type, a missing, empty,
     over-long or non-string prompt, a missing or chat model, ``output_compression`` out of

@@ -115,6 +115,24 @@ def test_response_format_defect_on_gpt_image_is_the_real_world_bug(data):
     assert body["quality"] not in PROFILES["gpt-image-1"].qualities
 
 
+@given(data=st.data())
+@settings(max_examples=60, deadline=None)
+def test_unknown_parameter_is_never_planted_as_null(data):
+    """A null unknown key is the same as an absent one (gateways strip it): requiring a
+    refusal of it was a false alarm on every LiteLLM run."""
+    strategy = invalid_image_requests(profile="gpt-image-1", defects=["unknown_parameter"])
+    body, param = data.draw(strategy)
+    assert param in body and body[param] is not None
+
+
+def test_unknown_parameter_takes_other_values_than_null():
+    # The draw that replaced the null one: hypothesis' simplest draws are still non-null.
+    strategy = invalid_image_requests(profile="gpt-image-1", defects=["unknown_parameter"])
+    find(strategy, lambda case: isinstance(case[0][case[1]], bool), settings=settings(database=None))
+    simplest = find(strategy, lambda case: True, settings=settings(database=None))
+    assert simplest[0][simplest[1]] is not None
+
+
 @given(image_requests(profile="dall-e-3", model="my-dalle"))
 @settings(max_examples=20)
 def test_model_can_be_fixed(body):

@@ -281,7 +281,13 @@ def _recorded_invalid(ctx: CheckContext, body: dict[str, Any]) -> tuple[dict[str
         found = "; ".join(str(v) for v in violations) or "none"
         problem = f"does not have exactly one invalid param (violations: {found})"
         raise _rerecord(ctx, body, problem, "invalid_requests_refused")
-    return body, violations[0].param
+    param = violations[0].param
+    if violations[0].code == "unknown_parameter" and body.get(param) is None:
+        # Older releases planted null unknown keys, which gateways strip before the
+        # upstream sees them: a refusal cannot be required of them.
+        problem = f"plants the unknown param {param!r} with a null value"
+        raise _rerecord(ctx, body, problem, "invalid_requests_refused")
+    return body, param
 
 
 def _rerecord(ctx: CheckContext, body: dict[str, Any], problem: str, check: str) -> CassetteError:
@@ -290,9 +296,11 @@ def _rerecord(ctx: CheckContext, body: dict[str, Any], problem: str, check: str)
     return CassetteError(
         f"The cassette of request_shape.{check} [{ctx.endpoint.name}] recorded {line}, "
         f"which {problem} for profile {ctx.profile.name!r}: it was recorded for another "
-        f"model or profile, or by another version of pytest-imagegen. Record this check "
-        f"again with:\n"
-        f"    pytest --imagegen --imagegen-record-mode=all -k {check}"
+        f"model or profile, or by another version of pytest-imagegen. Delete this check's "
+        f"cassette ({ctx.endpoint.name}/conformance/request_shape.{check}.yaml in the "
+        f"cassette_dir) and record it again with:\n"
+        f"    pytest --imagegen --imagegen-record-mode=once -k {check}\n"
+        f"(mode 'all' would keep the recorded requests this check no longer sends)"
     )
 
 
