@@ -126,9 +126,8 @@ def test_unknown_parameter_is_never_planted_as_null(data):
 
 
 def test_unknown_parameter_takes_other_values_than_null():
-    # The draw that replaced the null one: hypothesis' simplest draws are still non-null.
+    # Hypothesis' simplest draw, the one every derandomized run sends first, was the null.
     strategy = invalid_image_requests(profile="gpt-image-1", defects=["unknown_parameter"])
-    find(strategy, lambda case: isinstance(case[0][case[1]], bool), settings=settings(database=None))
     simplest = find(strategy, lambda case: True, settings=settings(database=None))
     assert simplest[0][simplest[1]] is not None
 
