@@ -10,7 +10,7 @@ import math
 import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qsl, urlsplit
@@ -138,6 +138,10 @@ class Endpoint:
     is_reference: bool = False
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
     upstream: Upstream | None = None
+    # Azure style: the `api-version` query every request carries (None: not Azure), and the
+    # deployment serving each model (a model without an entry is its own deployment name).
+    api_version: str | None = None
+    deployments: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def is_loopback(self) -> bool:
@@ -152,19 +156,46 @@ class Endpoint:
             values.extend(self.upstream.secrets)
         return tuple(v for v in values if v)
 
-    def client(self, **overrides: Any) -> openai.OpenAI:
-        """An ``openai.OpenAI`` bound to this endpoint (base URL, key, timeout, retries)."""
-        import openai
+    @property
+    def is_azure(self) -> bool:
+        """Called the Azure way: deployment paths, ``api-version`` query, ``api-key`` header."""
+        return self.api_version is not None
 
-        options: dict[str, Any] = {
-            "base_url": self.base_url,
-            "api_key": self.api_key or "sk-imagegen-placeholder",
-            "timeout": self.timeout_s,
-            "max_retries": self.max_retries,
-            "default_headers": dict(self.headers) or None,
-        }
-        options.update(overrides)
-        return openai.OpenAI(**options)
+    def deployment(self, model: str) -> str:
+        """The Azure deployment that serves ``model`` (the model's own name when unlisted)."""
+        from pytest_imagegen.clients import deployment_for
+
+        return str(deployment_for(model, self.deployments))
+
+    def wire_model(self, model: str) -> str:
+        """The ``model`` a request for ``model`` carries: the deployment name on Azure."""
+        return self.deployment(model) if self.is_azure else model
+
+    def url(self, route: str, model: str | None = None) -> str:
+        """Where the SDK sends a request for ``route`` (``"/images/generations"``) and
+        ``model``, without the query: ``{base_url}{route}``, or on Azure
+        ``{resource}/openai/deployments/{deployment}{route}``."""
+        if not self.is_azure:
+            return self.base_url.rstrip("/") + route
+        from pytest_imagegen.clients import azure_endpoint
+
+        root = azure_endpoint(self.base_url) + "/openai"
+        if model is None:
+            return root + route
+        return f"{root}/deployments/{self.deployment(model)}{route}"
+
+    def client(self, **overrides: Any) -> openai.OpenAI:
+        """An ``openai.OpenAI`` bound to this endpoint (base URL, key, timeout, retries);
+        an ``openai.AzureOpenAI`` that maps models to deployments for an Azure endpoint."""
+        from pytest_imagegen.clients import sync_client
+
+        return sync_client(self, **overrides)
+
+    def async_client(self, **overrides: Any) -> openai.AsyncOpenAI:
+        """Like :meth:`client`, as an ``openai.AsyncOpenAI`` (``AsyncAzureOpenAI``)."""
+        from pytest_imagegen.clients import async_client
+
+        return async_client(self, **overrides)
 
     def response_cap(self, n: int = 1) -> int:
         """Bytes one response body may have: ``max_response_mb`` when configured, else a few
@@ -181,6 +212,30 @@ class Endpoint:
 
 REFERENCE_ENDPOINT_NAME = "reference"
 ENV_ENDPOINT_NAME = "env"
+# The endpoint --imagegen-base-url / --imagegen-image-model / --imagegen-chat-model define.
+CLI_ENDPOINT_NAME = "cli"
+#: The command-line options of the `cli` endpoint, by the setting each one sets (the plugin
+#: registers them under the same names).
+CLI_ENDPOINT_OPTIONS = {
+    "base_url": "--imagegen-base-url",
+    "image_model": "--imagegen-image-model",
+    "chat_model": "--imagegen-chat-model",
+}
+#: Variables that set an endpoint value for every endpoint but the built-in reference one
+#: (which keeps its own short limits); they win over the config file.
+ENV_ENDPOINT_SETTINGS = {
+    "timeout_s": "IMAGEGEN_TIMEOUT_S",
+    "deadline_s": "IMAGEGEN_DEADLINE_S",
+    "max_retries": "IMAGEGEN_MAX_RETRIES",
+    "fallback": "IMAGEGEN_FALLBACK",
+}
+# Azure hosts, whose key the SDK reads from AZURE_OPENAI_API_KEY.
+_AZURE_HOST_SUFFIXES = (
+    ".openai.azure.com",
+    ".cognitiveservices.azure.com",
+    ".services.ai.azure.com",
+)
+DEFAULT_AZURE_KEY_ENV = "AZURE_OPENAI_API_KEY"
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 # The image model of the `env` endpoint when only OPENAI_BASE_URL / OPENAI_API_KEY are set.
 DEFAULT_ENV_IMAGE_MODEL = "gpt-image-1.5"
@@ -206,6 +261,9 @@ ENV_ENDPOINT_VARS = ("OPENAI_BASE_URL", "OPENAI_API_KEY", "OPENAI_IMAGE_MODEL", 
 _NAME_RE = re.compile(r"[a-z0-9_-]+")
 _PROFILE_NAME_RE = re.compile(r"[a-z0-9_.-]+")
 _ENV_VAR_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Azure OpenAI API versions: dated, with an optional channel ("2025-04-01-preview").
+_API_VERSION_RE = re.compile(r"\d{4}-\d{2}-\d{2}(?:-[a-z]+)?|preview|latest")
+_DEPLOYMENT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,63}")
 _HEADER_NAME_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 # What an API key looks like when pasted into a file: OpenAI style `sk-...` or a bearer token.
 _KEY_SHAPED_RE = re.compile(r"(?:^|[^A-Za-z0-9])sk-[A-Za-z0-9_-]{6,}|^\s*bearer\s+\S{8,}", re.I)
@@ -232,18 +290,22 @@ PRECEDENCE: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("cassette_dir", (CLI, ENV, FILE, DEFAULT)),
     # one endpoint: the `env` endpoint reads the environment, configured ones the file;
     # `profile` falls back to what the image model implies, then the built-in defaults.
-    ("endpoint.base_url", (ENV, FILE, DEFAULT)),
+    # The `cli` endpoint takes base_url and the models from the command line, then from the
+    # OPENAI_* variables; IMAGEGEN_TIMEOUT_S & co. override every endpoint's file values.
+    ("endpoint.base_url", (CLI, ENV, FILE, DEFAULT)),
     ("endpoint.api_key_env", (ENV, FILE, DEFAULT)),
-    ("endpoint.image_model", (ENV, FILE, DEFAULT)),
-    ("endpoint.chat_model", (ENV, FILE, DEFAULT)),
+    ("endpoint.image_model", (CLI, ENV, FILE, DEFAULT)),
+    ("endpoint.chat_model", (CLI, ENV, FILE, DEFAULT)),
     ("endpoint.profile", (FILE, PROFILE)),
-    ("endpoint.timeout_s", (FILE, DEFAULT)),
-    ("endpoint.deadline_s", (FILE, DEFAULT)),
-    ("endpoint.max_retries", (FILE, DEFAULT)),
+    ("endpoint.timeout_s", (ENV, FILE, DEFAULT)),
+    ("endpoint.deadline_s", (ENV, FILE, DEFAULT)),
+    ("endpoint.max_retries", (ENV, FILE, DEFAULT)),
     ("endpoint.max_response_mb", (FILE, DEFAULT)),
-    ("endpoint.fallback", (FILE, DEFAULT)),
+    ("endpoint.fallback", (ENV, FILE, DEFAULT)),
     ("endpoint.headers", (FILE, DEFAULT)),
     ("endpoint.upstream", (FILE,)),
+    ("endpoint.api_version", (FILE,)),
+    ("endpoint.deployments", (FILE, DEFAULT)),
     # a custom profile: what the file overrides, else the parent profile's value
     *(
         (f"profile.{key}", (FILE, PROFILE))
@@ -376,6 +438,31 @@ class EndpointConfig(_FileModel):
     fallback: list[FallbackStep] | None = None
     headers: dict[str, str] | None = None
     upstream: UpstreamConfig | None = None
+    api_version: str | None = None
+    deployments: dict[str, str] | None = None
+
+    @field_validator("api_version")
+    @classmethod
+    def _check_api_version(cls, value: str) -> str:
+        if not _API_VERSION_RE.fullmatch(value):
+            raise ValueError(
+                f"{value!r} is not an Azure OpenAI API version; use the dated version your "
+                'resource supports, such as api_version = "2025-04-01-preview"'
+            )
+        return value
+
+    @field_validator("deployments")
+    @classmethod
+    def _check_deployments(cls, value: dict[str, str]) -> dict[str, str]:
+        for model, deployment in value.items():
+            if not model.strip():
+                raise ValueError("model names must not be empty")
+            if not _DEPLOYMENT_RE.fullmatch(deployment):
+                raise ValueError(
+                    f"{deployment!r} (for {model!r}) is not an Azure deployment name: 2 to 64 "
+                    "letters, digits, '-', '_' or '.', as shown in the Azure portal"
+                )
+        return value
 
     @field_validator("name")
     @classmethod
@@ -512,6 +599,17 @@ class EnvironmentSettings(BaseSettings):
     )
     imagegen_report: str | None = Field(default=None, alias="IMAGEGEN_REPORT")
     imagegen_cassette_dir: str | None = Field(default=None, alias="IMAGEGEN_CASSETTE_DIR")
+    imagegen_timeout_s: float | None = Field(
+        default=None, gt=0, allow_inf_nan=False, alias="IMAGEGEN_TIMEOUT_S"
+    )
+    imagegen_deadline_s: float | None = Field(
+        default=None, gt=0, allow_inf_nan=False, alias="IMAGEGEN_DEADLINE_S"
+    )
+    imagegen_max_retries: int | None = Field(
+        default=None, ge=0, le=10, alias="IMAGEGEN_MAX_RETRIES"
+    )
+    # JSON text, parsed by `_env_fallback` (pydantic-settings' own JSON errors are unclear).
+    imagegen_fallback: str | None = Field(default=None, alias="IMAGEGEN_FALLBACK")
 
     @classmethod
     def settings_customise_sources(
@@ -541,6 +639,11 @@ class EnvironmentSettings(BaseSettings):
 _ENV_HINTS = {
     "IMAGEGEN_RECORD_MODE": "set it to one of: " + ", ".join(RECORD_MODES),
     "IMAGEGEN_BUDGET_USD": "set it to the spend cap in USD, a number >= 0 such as 1.00",
+    "IMAGEGEN_TIMEOUT_S": "set it to the seconds one attempt may take, a number > 0 such as 55",
+    "IMAGEGEN_DEADLINE_S": "set it to the seconds a whole request (every fallback step) may "
+    "take, a number > 0 such as 60 (your platform's function limit)",
+    "IMAGEGEN_MAX_RETRIES": "set it to the SDK retries per attempt, a whole number 0..10 (0 is "
+    "usual: the fallback chain does the retrying)",
 }
 
 
@@ -552,6 +655,71 @@ def _env_errors(exc: ValidationError, env: Mapping[str, str]) -> str:
         hint = _ENV_HINTS.get(var, "fix or unset it")
         lines.append(f"environment variable {var}={shown!r}: {err['msg']}; {hint}.")
     return _join(lines, "Invalid environment:")
+
+
+_FALLBACK_EXAMPLE = (
+    """IMAGEGEN_FALLBACK='[{"quality": "low"}, {"quality": "low", "size": "1024x1024"}]'"""
+)
+
+
+def _env_fallback(text: str) -> tuple[dict[str, Any], ...]:
+    """``IMAGEGEN_FALLBACK``: a JSON list of override objects, checked like the file's."""
+    import json
+
+    from pydantic import TypeAdapter
+
+    var = ENV_ENDPOINT_SETTINGS["fallback"]
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(
+            f"environment variable {var} is not valid JSON ({exc}). Give a JSON list of "
+            f"parameter overrides, e.g. {_FALLBACK_EXAMPLE}, or unset it."
+        ) from None
+    if isinstance(data, dict):
+        data = [data]  # one step written without the list
+    if not isinstance(data, list):
+        raise ConfigError(
+            f"environment variable {var} must be a JSON list of objects, got a JSON "
+            f"{type(data).__name__}; e.g. {_FALLBACK_EXAMPLE}."
+        )
+    try:
+        steps = TypeAdapter(list[FallbackStep]).validate_python(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = err["loc"]
+            where = f"{var}[{loc[0]}]" if loc else var
+            if err["type"] == "extra_forbidden" and len(loc) >= 2:
+                key = str(loc[-1])
+                lines.append(
+                    f"{where}: unknown key {key!r}.{did_you_mean(key, FALLBACK_KEYS)} Valid keys: "
+                    f"{', '.join(FALLBACK_KEYS)}."
+                )
+            else:
+                field_name = f".{loc[-1]}" if len(loc) >= 2 else ""
+                msg = str(err["msg"]).removeprefix("Value error, ")
+                lines.append(f"{where}{field_name} = {err.get('input')!r}: {msg}.")
+        raise ConfigError(
+            _join(lines, f"Invalid environment variable {var}:") + f" E.g. {_FALLBACK_EXAMPLE}."
+        ) from None
+    return tuple(step.model_dump(exclude_none=True) for step in steps)
+
+
+def _env_endpoint_layer(envs: EnvironmentSettings) -> dict[str, tuple[Any, str]]:
+    """What the IMAGEGEN_* endpoint variables set, with their sources."""
+    layer: dict[str, tuple[Any, str]] = {}
+    for key, value in (
+        ("timeout_s", envs.imagegen_timeout_s),
+        ("deadline_s", envs.imagegen_deadline_s),
+        ("max_retries", envs.imagegen_max_retries),
+    ):
+        if value is not None:
+            layer[key] = (value, f"{SOURCE_ENV} {ENV_ENDPOINT_SETTINGS[key]}")
+    if envs.imagegen_fallback is not None:
+        var = ENV_ENDPOINT_SETTINGS["fallback"]
+        layer["fallback"] = (_env_fallback(envs.imagegen_fallback), f"{SOURCE_ENV} {var}")
+    return layer
 
 
 # --------------------------------------------------------------------------------------
@@ -661,6 +829,12 @@ def _describe_endpoint(ep: Endpoint) -> list[tuple[str, str, str]]:
         rows.append(row("headers", ", ".join(f"{k}: ***" for k in ep.headers)))
     if ep.upstream is not None:
         rows.append(row("upstream", ep.upstream.describe()))
+    if ep.api_version is not None:
+        rows.append(row("api_version", ep.api_version))
+        used = [ep.image_model, *([ep.chat_model] if ep.chat_model else [])]
+        used += [str(step["model"]) for step in ep.fallback if step.get("model")]
+        shown = ", ".join(f"{m} -> {ep.deployment(m)}" for m in dict.fromkeys(used))
+        rows.append(row("deployments", shown))
     return rows
 
 
@@ -726,7 +900,8 @@ def _mask_url(url: str) -> str:
             f"{k}=***" if _is_secret_name(k) or k.lower() in _SECRET_QUERY_KEYS else f"{k}={v}"
             for k, v in pairs
         )
-    rebuilt = f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
+    prefix = (f"{parts.scheme}:" if parts.scheme else "") + (f"//{netloc}" if netloc else "")
+    rebuilt = f"{prefix}{parts.path}" + (f"?{query}" if query else "")
     # A key pasted anywhere else (path, an innocently named query key) is masked as well.
     return re.sub(r"sk-[A-Za-z0-9_-]{6,}", "sk-***", rebuilt)
 
@@ -1006,7 +1181,9 @@ def load_settings(
     """Resolve the configuration: command line > environment > config file > defaults.
 
     ``cli`` keys (None = not given): ``record_mode``, ``budget_usd``, ``report``,
-    ``endpoints`` (list of names), ``config``. ``env`` is the environment to read (pass
+    ``endpoints`` (list of names), ``config``, and ``base_url`` / ``image_model`` /
+    ``chat_model`` (which define a one-off endpoint named ``cli``, the one selected unless
+    ``endpoints`` names others). ``env`` is the environment to read (pass
     ``os.environ``). ``config_path`` (e.g. the ``imagegen_config`` ini value, or
     ``--imagegen-config`` made absolute) wins over ``cli["config"]``; relative paths, here
     and in the settings, are taken from ``rootdir``. Raises :class:`ConfigError` /
@@ -1063,9 +1240,15 @@ def load_settings(
             sources["config_file"] = SOURCE_DEFAULT
 
     # ---- endpoints
+    env_endpoint_layer = _env_endpoint_layer(envs)
+    cli_endpoint_layer = _cli_endpoint_layer(cli)
+    drafts: list[_EndpointDraft] = []
     if file_cfg.endpoints:
         assert src is not None and table is not None
-        drafts = [_file_draft(i, ep, src, table) for i, ep in enumerate(file_cfg.endpoints)]
+        drafts = [
+            _file_draft(i, ep, src, table, env_endpoint_layer)
+            for i, ep in enumerate(file_cfg.endpoints)
+        ]
         seen: dict[str, int] = {}
         for i, ep in enumerate(file_cfg.endpoints):
             if ep.name in seen:
@@ -1075,8 +1258,18 @@ def load_settings(
                     "cassette folders). Rename one."
                 )
             seen.setdefault(ep.name, i)
+        if cli_endpoint_layer and CLI_ENDPOINT_NAME in seen:
+            problems.add(
+                f"{src.path}: endpoints[{seen[CLI_ENDPOINT_NAME]}] is named "
+                f"{CLI_ENDPOINT_NAME!r}, the name of the endpoint the command-line options "
+                f"({', '.join(CLI_ENDPOINT_OPTIONS.values())}) define; rename it in the file."
+            )
+    if cli_endpoint_layer:
+        drafts.append(_env_draft(envs, problems, env_endpoint_layer, cli_endpoint_layer))
+    elif drafts:
+        pass
     elif any(_env_set(env, var) for var in ENV_ENDPOINT_VARS):
-        drafts = [_env_draft(envs, problems)]
+        drafts = [_env_draft(envs, problems, env_endpoint_layer)]
     else:
         drafts = [_reference_draft()]
     problems.raise_if_any()
@@ -1094,6 +1287,8 @@ def load_settings(
     unknown = [n for n in selected if n not in names]
     if unknown:
         raise ConfigError(_unknown_endpoint_message(unknown, names))
+    if not selected and cli_endpoint_layer:
+        selected = (CLI_ENDPOINT_NAME,)  # a one-off run: the configured endpoints stay out
     if selected:
         sources["selected"] = SOURCE_CLI
     final: list[Endpoint] = []
@@ -1220,7 +1415,11 @@ def _custom_profiles(
 
 
 def _file_draft(
-    index: int, ep: EndpointConfig, src: _Source, table: Mapping[str, Any]
+    index: int,
+    ep: EndpointConfig,
+    src: _Source,
+    table: Mapping[str, Any],
+    env_layer: Mapping[str, tuple[Any, str]],
 ) -> _EndpointDraft:
     """Layers of one ``[[tool.imagegen.endpoints]]`` table."""
     values = ep.model_dump(exclude_unset=True)
@@ -1238,11 +1437,14 @@ def _file_draft(
         host = urlsplit(resolved.get("base_url", "")).hostname or ""
         if host == "api.openai.com":
             return (DEFAULT_OPENAI_KEY_ENV, SOURCE_DEFAULT)
+        if host.endswith(_AZURE_HOST_SUFFIXES):
+            return (DEFAULT_AZURE_KEY_ENV, SOURCE_DEFAULT)  # what the SDK reads for Azure
         return None
 
     return _EndpointDraft(
         name=ep.name,
         layers={
+            ENV: dict(env_layer),
             FILE: file_layer,
             DEFAULT: {**_endpoint_defaults(), "api_key_env": default_key_env},
         },
@@ -1271,12 +1473,20 @@ _OPENAI_MODEL_CHAT = (
 )
 
 
-def _env_draft(envs: EnvironmentSettings, problems: _Problems) -> _EndpointDraft:
-    """The single ``env`` endpoint from the OPENAI_* variables."""
+def _env_draft(
+    envs: EnvironmentSettings,
+    problems: _Problems,
+    env_layer: Mapping[str, tuple[Any, str]],
+    cli_layer: Mapping[str, tuple[Any, str]] | None = None,
+) -> _EndpointDraft:
+    """The single ``env`` endpoint from the OPENAI_* variables; with ``cli_layer`` (values
+    of --imagegen-base-url & co.), the ``cli`` endpoint, whose options win over them."""
     from pytest_imagegen.profiles import model_kind
 
+    cli_layer = dict(cli_layer or {})
     layer: dict[str, Any] = {
         "api_key_env": (DEFAULT_OPENAI_KEY_ENV, f"{SOURCE_ENV} {DEFAULT_OPENAI_KEY_ENV}"),
+        **env_layer,
     }
     if envs.openai_base_url:
         layer["base_url"] = (envs.openai_base_url, f"{SOURCE_ENV} OPENAI_BASE_URL")
@@ -1284,7 +1494,7 @@ def _env_draft(envs: EnvironmentSettings, problems: _Problems) -> _EndpointDraft
     legacy_kind = model_kind(legacy) if legacy else None
     if envs.openai_image_model:
         layer["image_model"] = (envs.openai_image_model, f"{SOURCE_ENV} OPENAI_IMAGE_MODEL")
-    elif legacy:
+    elif legacy and "image_model" not in cli_layer:
         if legacy_kind == "chat":
             problems.add(
                 _OPENAI_MODEL_CHAT.format(model=legacy)
@@ -1306,16 +1516,21 @@ def _env_draft(envs: EnvironmentSettings, problems: _Problems) -> _EndpointDraft
     elif legacy and legacy_kind == "chat":
         layer["chat_model"] = (legacy, f"{SOURCE_ENV} OPENAI_MODEL")
 
+    unset = {"image_model": "OPENAI_IMAGE_MODEL", "chat_model": "OPENAI_CHAT_MODEL"}
+    if cli_layer:
+        unset = {k: v for k, v in CLI_ENDPOINT_OPTIONS.items() if k != "base_url"}
+
     def label(key: str) -> str:
-        source = layer.get(key, (None, ""))[1]
-        var = source.removeprefix(f"{SOURCE_ENV} ") if source.startswith(SOURCE_ENV) else None
-        return var or {"image_model": "OPENAI_IMAGE_MODEL", "chat_model": "OPENAI_CHAT_MODEL"}.get(
-            key, key
-        )
+        source = str(cli_layer.get(key, layer.get(key, (None, "")))[1])
+        for prefix in (SOURCE_CLI, SOURCE_ENV):
+            if source.startswith(f"{prefix} "):
+                return source.removeprefix(f"{prefix} ")
+        return unset.get(key, key)
 
     return _EndpointDraft(
-        name=ENV_ENDPOINT_NAME,
+        name=CLI_ENDPOINT_NAME if cli_layer else ENV_ENDPOINT_NAME,
         layers={
+            CLI: cli_layer,
             ENV: layer,
             DEFAULT: {
                 **_endpoint_defaults(),
@@ -1324,6 +1539,23 @@ def _env_draft(envs: EnvironmentSettings, problems: _Problems) -> _EndpointDraft
         },
         label=label,
     )
+
+
+def _cli_endpoint_layer(cli: Mapping[str, Any]) -> dict[str, tuple[Any, str]]:
+    """The values of --imagegen-base-url / --imagegen-image-model / --imagegen-chat-model."""
+    layer: dict[str, tuple[Any, str]] = {}
+    for key, option in CLI_ENDPOINT_OPTIONS.items():
+        value = cli.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(
+                f"{option}: give a value, e.g. {option}="
+                + ("https://relay.example.com/v1" if key == "base_url" else "gpt-image-1")
+                + "."
+            )
+        layer[key] = (value.strip(), f"{SOURCE_CLI} {option}")
+    return layer
 
 
 def reference_endpoint_values() -> dict[str, Any]:
@@ -1365,6 +1597,7 @@ def _resolve_endpoint(
 
     layers = {**draft.layers, PROFILE: {"profile": infer_profile}}
     values, sources = resolve("endpoint", layers)
+    draft = replace(draft, label=_source_label(draft, sources))
     label = draft.label
     image_model: str = values["image_model"]
     chat_model: str | None = values.get("chat_model")
@@ -1380,6 +1613,35 @@ def _resolve_endpoint(
         problem = _url_problem(base_url, key_fix)
         if problem:
             problems.add(f"{label('base_url')}: {problem}.")
+
+    # ---- Azure style
+    api_version: str | None = values.get("api_version")
+    deployments: dict[str, str] = dict(values.get("deployments") or {})
+    if api_version is None and deployments:
+        problems.add(
+            f"{label('deployments')}: deployments are for Azure endpoints, which also need "
+            'api_version = "2025-04-01-preview" (the API version your resource supports). Add '
+            "it, or remove deployments."
+        )
+    elif api_version is not None:
+        path = urlsplit(base_url).path.rstrip("/")
+        if "/deployments/" in f"{path}/" or not (path == "" or path == "/openai"):
+            problems.add(
+                f"{label('base_url')}: an Azure endpoint's base_url is the resource URL, such "
+                'as "https://NAME.openai.azure.com", not a path under it; put each model\'s '
+                'deployment in deployments = { "gpt-image-1" = "my-deployment" }.'
+            )
+        used = [image_model, *([chat_model] if chat_model else [])]
+        used += [str(step["model"]) for step in values["fallback"] if step.get("model")]
+        for model in deployments:
+            if model not in used:
+                problems.add(
+                    f"{label('deployments')}: {model!r} is not a model this endpoint calls "
+                    f"(it calls {', '.join(repr(m) for m in dict.fromkeys(used))})."
+                    f"{did_you_mean(model, used)} Key deployments by model name, e.g. "
+                    "deployments = "
+                    f'{{ "{image_model}" = "my-deployment" }}.'
+                )
 
     # ---- timeouts
     timeout_s = float(values["timeout_s"])
@@ -1436,7 +1698,26 @@ def _resolve_endpoint(
         is_reference=draft.is_reference,
         sources=sources,
         upstream=upstream,
+        api_version=api_version,
+        deployments=deployments,
     )
+
+
+def _source_label(draft: _EndpointDraft, sources: Mapping[str, str]) -> Callable[[str], str]:
+    """Where a key's value came from, for messages: the variable or option that set it (and
+    the endpoint), else the draft's own wording (the file location)."""
+
+    def label(key: str) -> str:
+        root = re.split(r"[.\[]", key, maxsplit=1)[0]
+        source = sources.get(root, "")
+        for prefix in (SOURCE_CLI, SOURCE_ENV):
+            if source.startswith(f"{prefix} ") and root in ENV_ENDPOINT_SETTINGS:
+                where = source.removeprefix(f"{prefix} ") + key[len(root) :]
+                # A fallback step's messages name the endpoint themselves.
+                return where if key != root else f"{where} (endpoint {draft.name!r})"
+        return draft.label(key)
+
+    return label
 
 
 _UPSTREAM_EXAMPLE = (
@@ -1588,7 +1869,7 @@ def _endpoint_profile(
             var = label("image_model")
             fix = (
                 f"Set {var}=gpt-image-1 (or another image model) and "
-                f"OPENAI_CHAT_MODEL={image_model}."
+                f"{label('chat_model')}={image_model}."
             )
             label = lambda key: var  # noqa: E731 - the variable is the whole location
         problems.add(

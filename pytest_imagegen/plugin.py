@@ -43,6 +43,11 @@ OPTION_RECORD_MODE = "--imagegen-record-mode"
 OPTION_BUDGET = "--imagegen-budget"
 OPTION_REPORT = "--imagegen-report"
 OPTION_CONFIG = "--imagegen-config"
+#: A one-off endpoint named ``cli`` (key from OPENAI_API_KEY); the same names as
+#: ``pytest_imagegen.config.CLI_ENDPOINT_OPTIONS``.
+OPTION_BASE_URL = "--imagegen-base-url"
+OPTION_IMAGE_MODEL = "--imagegen-image-model"
+OPTION_CHAT_MODEL = "--imagegen-chat-model"
 #: ini key: the TOML file holding ``[tool.imagegen]`` (default: pyproject.toml in rootdir).
 INI_CONFIG = "imagegen_config"
 
@@ -99,6 +104,12 @@ def _budget_value(text: str) -> float:
 
 
 def _endpoint_name(text: str) -> str:
+    if "://" in text:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is a URL; {OPTION_ENDPOINT} takes endpoint names. For a one-off run "
+            f"against a URL, use {OPTION_BASE_URL}={text} (with {OPTION_IMAGE_MODEL}=MODEL; "
+            "the key is read from OPENAI_API_KEY)"
+        )
     if not text or not all(c.islower() or c.isdigit() or c in "_-" for c in text):
         raise argparse.ArgumentTypeError(
             f"{text!r} is not an endpoint name (lower-case letters, digits, '_' and '-')"
@@ -154,6 +165,29 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="PATH",
         help="TOML file with the [tool.imagegen] settings (default: pyproject.toml in rootdir)",
     )
+    group.addoption(
+        OPTION_BASE_URL,
+        dest="imagegen_base_url",
+        default=None,
+        metavar="URL",
+        help="run against this OpenAI-compatible base URL as a one-off endpoint named 'cli' "
+        "(no config needed; key from OPENAI_API_KEY)",
+    )
+    group.addoption(
+        OPTION_IMAGE_MODEL,
+        dest="imagegen_image_model",
+        default=None,
+        metavar="MODEL",
+        help="the image model of the 'cli' endpoint (default: OPENAI_IMAGE_MODEL, else "
+        "gpt-image-1.5)",
+    )
+    group.addoption(
+        OPTION_CHAT_MODEL,
+        dest="imagegen_chat_model",
+        default=None,
+        metavar="MODEL",
+        help="the chat model of the 'cli' endpoint (enables the chat-side separation checks)",
+    )
     parser.addini(
         INI_CONFIG,
         "TOML file with the [tool.imagegen] settings, relative to the ini file "
@@ -190,6 +224,9 @@ class _State:
             "report": option("imagegen_report", None),
             "endpoints": option("imagegen_endpoints", None),
             "config": option("imagegen_config", None),
+            "base_url": option("imagegen_base_url", None),
+            "image_model": option("imagegen_image_model", None),
+            "chat_model": option("imagegen_chat_model", None),
         }
 
     def config_path(self) -> Path | None:

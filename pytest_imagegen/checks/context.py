@@ -183,7 +183,8 @@ class CheckContext:
 
     @property
     def images_url(self) -> str:
-        return self.endpoint.base_url.rstrip("/") + _IMAGES_PATH
+        """Where an image request for the image model goes (an Azure deployment path too)."""
+        return self.endpoint.url(_IMAGES_PATH, self.endpoint.image_model)
 
     def cheap_params(self) -> dict[str, Any]:
         """The cheapest valid quality and concrete size of the profile (keeps live runs cheap)."""

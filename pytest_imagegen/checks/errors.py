@@ -17,8 +17,17 @@ WRONG_KEY = "sk-imagegen-wrong-key-0000000000000000"
 UNKNOWN_MODEL = "imagegen-no-such-model-1"
 
 
-def envelope_problem(call: Call) -> str | None:
-    """Why an error answer is not OpenAI's ``{"error": {message, type, param, code}}``, or None."""
+# Azure OpenAI's front door (key, deployment and api-version refusals) answers
+# {"error": {"code", "message"}} with no type or param: that is Azure, not a broken relay.
+_AZURE_GATE_STATUSES = (401, 404)
+
+
+def envelope_problem(call: Call, *, azure: bool = False) -> str | None:
+    """Why an error answer is not OpenAI's ``{"error": {message, type, param, code}}``, or None.
+
+    With ``azure``, Azure's own refusals of a key or deployment (401/404 with a string
+    ``code`` and ``message``) are accepted as they are.
+    """
     doc = call.document
     preview = call.content[:60].decode("utf-8", "replace").replace("\n", " ")
     if doc is None:
@@ -27,6 +36,14 @@ def envelope_problem(call: Call) -> str | None:
     if not isinstance(error, dict):
         return f"HTTP {call.status} answer has no `error` object (body starts {preview!r})"
     missing = [k for k in ("message", "type", "param", "code") if k not in error]
+    if (
+        azure
+        and call.status in _AZURE_GATE_STATUSES
+        and set(missing) <= {"type", "param"}
+        and isinstance(error.get("code"), str)
+        and isinstance(error.get("message"), str)
+    ):
+        return None
     if missing:
         return f"HTTP {call.status} `error` object lacks {', '.join(missing)}"
     if not isinstance(error["message"], str) or not isinstance(error["type"], str):
@@ -107,7 +124,7 @@ def error_envelopes_are_openai_shaped(ctx: CheckContext) -> None:
     if not refused:
         ctx.skip("the endpoint refused none of the requests meant to fail; see errors.* checks")
     for call in refused:
-        problem = envelope_problem(call)
+        problem = envelope_problem(call, azure=ctx.endpoint.is_azure)
         if problem:
             ctx.fail(problem, call=call)
 

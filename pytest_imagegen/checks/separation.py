@@ -57,11 +57,16 @@ def image_call_carries_image_model(ctx: CheckContext) -> None:
         if sent.method != "POST" or sent.url.split("?")[0].rstrip("/") != ctx.images_url:
             where = f"{sent.method} {sent.url}"
             ctx.fail(f"the image request went to {where}; expected POST {ctx.images_url}")
-        if sent.model != endpoint.image_model:
-            which = " (the chat model)" if sent.model == endpoint.chat_model else ""
+        expected = endpoint.wire_model(endpoint.image_model)
+        if sent.model != expected:
+            chat = endpoint.chat_model
+            which = " (the chat model)" if chat and sent.model == endpoint.wire_model(chat) else ""
+            deployment = (
+                f" (Azure deployment of {endpoint.image_model!r})" if endpoint.is_azure else ""
+            )
             ctx.fail(
                 f"the image request went out with model {sent.model!r}{which}; expected "
-                f"{endpoint.image_model!r}"
+                f"{expected!r}{deployment}"
             )
     if ctx.can_inject_faults and ctx.reference is not None:
         for logged in ctx.reference.log.generations:

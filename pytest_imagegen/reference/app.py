@@ -93,6 +93,22 @@ def msg_org_verification(model: str) -> str:
     )
 
 
+# Azure OpenAI's answers where its gateway, not the model, refuses (bodies as Azure sends
+# them; see tests/data/azure-errors.json).
+MSG_AZURE_ACCESS_DENIED = (
+    "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide "
+    "a valid key for an active subscription and use a correct regional API endpoint for your "
+    "resource."
+)
+MSG_AZURE_NO_DEPLOYMENT = (
+    "The API deployment for this resource does not exist. If you created the deployment within "
+    "the last 5 minutes, please wait a moment and try again."
+)
+MSG_AZURE_NOT_FOUND = "Resource not found"
+# /openai/deployments/{deployment}/{rest} and /openai/{rest} (no deployment: /models).
+_AZURE_PATH_RE = re.compile(r"^/openai(?:/deployments/(?P<deployment>[^/]+))?(?P<rest>/.*)$")
+
+
 def msg_no_channel(model: str) -> str:
     return f"当前分组 default 下对于模型 {model} 无可用渠道"
 
@@ -172,6 +188,7 @@ class Call:
     release: threading.Event
     logged: LoggedRequest
     host: str
+    azure: bool = False  # an Azure-style path (/openai/...)
 
 
 @dataclass
@@ -310,6 +327,10 @@ class ReferenceApp:
     def _receive(self, environ: dict[str, Any]) -> Call:
         method = environ.get("REQUEST_METHOD", "GET").upper()
         path = environ.get("PATH_INFO", "") or "/"
+        # Azure paths are answered by the OpenAI routes they stand for.
+        azure = _AZURE_PATH_RE.match(path)
+        route = f"/v1{azure.group('rest')}" if azure else path
+        deployment = azure.group("deployment") if azure else None
         headers = _headers(environ)
         raw = _read_body(environ)
         body: Any = None
@@ -321,6 +342,8 @@ class ReferenceApp:
             except (ValueError, UnicodeDecodeError):
                 body = None
         model = body.get("model") if isinstance(body, dict) else None
+        if deployment is not None:
+            model = self.server.deployments.get(deployment, deployment)
         secret = [name for name in headers if is_secret_header(name, self.server.secret_headers)]
         logged = LoggedRequest(
             method=method,
@@ -336,7 +359,9 @@ class ReferenceApp:
             body_bytes=len(raw),
             time=time.time(),
             model=model if isinstance(model, str) else None,
-            auth=self._auth_state(headers),
+            auth=self._auth_state(headers, azure=azure is not None),
+            route=route,
+            deployment=deployment,
             key_digests=tuple(
                 key_digest(credential_of(headers[name]))
                 for name in secret
@@ -350,7 +375,8 @@ class ReferenceApp:
         )
         return Call(
             method=method,
-            path=path,
+            path=route,
+            azure=azure is not None,
             headers=headers,
             raw=raw,
             body=body,
@@ -362,6 +388,8 @@ class ReferenceApp:
         )
 
     def _route(self, call: Call) -> Reply:
+        if call.azure and (refused := self._azure_gate(call)) is not None:
+            return refused
         handler = self._routes.get((call.method, call.path))
         if handler is not None:
             return handler(call)
@@ -484,7 +512,37 @@ class ReferenceApp:
         page = _HTML_PAGE.format(status=status, phrase=phrase, detail=detail)
         return Reply(status, page.encode(), content_type="text/html", headers=list(headers))
 
-    def _auth_state(self, headers: Mapping[str, str]) -> str:
+    def _azure_gate(self, call: Call) -> Reply | None:
+        """What Azure's front door answers before the model sees a request (None: pass on).
+
+        No ``api-version``: 404 Resource not found; a missing or wrong key: 401 access
+        denied; an unknown deployment: 404 DeploymentNotFound. A known deployment's model
+        replaces the body's ``model``, as Azure serves whatever is deployed there.
+        """
+        from urllib.parse import parse_qs
+
+        if not parse_qs(call.logged.query).get("api-version"):
+            return self._azure_error(404, "404", MSG_AZURE_NOT_FOUND)
+        if call.logged.auth != "ok":
+            return self._azure_error(401, "401", MSG_AZURE_ACCESS_DENIED)
+        deployment = call.logged.deployment
+        if deployment is None:
+            return None
+        model = self.server.deployments.get(deployment)
+        if model is None:
+            return self._azure_error(404, "DeploymentNotFound", MSG_AZURE_NO_DEPLOYMENT)
+        if isinstance(call.body, dict):
+            call.body = {**call.body, "model": model}  # the log keeps what was sent
+        return None
+
+    def _azure_error(self, status: int, code: str, message: str) -> Reply:
+        return Reply(status, _json({"error": {"code": code, "message": message}}))
+
+    def _auth_state(self, headers: Mapping[str, str], *, azure: bool = False) -> str:
+        if azure and headers.get("api-key", "").strip():
+            if self.server.accept_any_key:
+                return "ok"
+            return "ok" if headers["api-key"].strip() in self.server.api_keys else "invalid"
         scheme, _, token = headers.get("authorization", "").partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:

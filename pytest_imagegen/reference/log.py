@@ -89,6 +89,10 @@ class LoggedRequest:
     finished: float | None = None
     retry_after: str | None = None
     error: Mapping[str, Any] | None = None
+    # The OpenAI path this request stands for ("/v1/images/generations" for Azure's
+    # "/openai/deployments/d/images/generations"), and the Azure deployment it named.
+    route: str = ""
+    deployment: str | None = None
     _done: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
 
     @property
@@ -118,6 +122,8 @@ class LoggedRequest:
             "finished": self.finished,
             "retry_after": self.retry_after,
             "error": dict(self.error) if self.error is not None else None,
+            "route": self.route,
+            "deployment": self.deployment,
             "done": self.done,
         }
 
@@ -141,6 +147,8 @@ class LoggedRequest:
             finished=data.get("finished"),
             retry_after=data.get("retry_after"),
             error=dict(error) if isinstance(error, Mapping) else None,
+            route=str(data.get("route") or ""),
+            deployment=data.get("deployment"),
         )
         if data.get("done"):
             item._done.set()
@@ -177,7 +185,7 @@ class RequestLog:
             r
             for r in self.snapshot()
             if (method is None or r.method == method.upper())
-            and (wanted is None or r.path in wanted)
+            and (wanted is None or r.path in wanted or r.route in wanted)
         ]
 
     @property

@@ -108,6 +108,11 @@ class ReferenceServer:
     :meth:`start` / :meth:`stop`. Point the SDK at ``server.base_url`` with ``server.api_key``.
     ``faults`` queues misbehaviours, ``defects`` switches on persistent ones, ``log`` records
     what arrived, ``check()`` re-raises any error the server hit while handling a request.
+
+    Azure OpenAI's paths are served too: ``{server.url}/openai/deployments/{deployment}/...``
+    with an ``api-version`` query and the key in an ``api-key`` header (point
+    ``openai.AzureOpenAI(azure_endpoint=server.url, ...)`` at it). Every served model is a
+    deployment of its own name; ``deployments`` adds others (deployment name -> model).
     """
 
     def __init__(
@@ -126,6 +131,7 @@ class ReferenceServer:
         max_files: int = 256,
         accept_any_key: bool = False,
         admin_key: str | None = None,
+        deployments: Mapping[str, str] | None = None,
     ) -> None:
         from pytest_imagegen.profiles import get_profile
 
@@ -145,6 +151,16 @@ class ReferenceServer:
             default_model = next(iter(resolved))
         self.default_model = default_model
         self.chat_models: tuple[str, ...] = tuple(chat_models)
+        # Azure deployments: name -> served model (each model is also its own deployment).
+        self.deployments: dict[str, str] = {m: m for m in (*resolved, *self.chat_models)}
+        for deployment, model in (deployments or {}).items():
+            if model not in self.deployments:
+                raise ValueError(
+                    f"deployments[{deployment!r}] = {model!r} is not a model this server "
+                    f"serves; serve it (models=/chat_models=) or use one of: "
+                    f"{', '.join(self.served_model_names)}"
+                )
+            self.deployments[deployment] = model
         self.secret_headers: tuple[str, ...] = tuple(secret_headers)
         self.max_stall_s = _seconds(max_stall_s, "max_stall_s")
         self.max_files = max_files

@@ -1,0 +1,132 @@
+"""SDK clients bound to an endpoint: ``openai.OpenAI`` / ``AsyncOpenAI``, or their Azure
+counterparts for an endpoint with an ``api_version``.
+
+An Azure endpoint serves each model from a *deployment*
+(``/openai/deployments/{deployment}/images/generations?api-version=...``). The SDK builds
+that path from the ``model`` argument, so code written for OpenAI (``model="gpt-image-1"``)
+would ask for a deployment called ``gpt-image-1``. The Azure clients made here translate
+model names through the endpoint's ``deployments`` table first, so the same test code and
+the same fallback chain run unchanged against OpenAI, a relay and Azure.
+
+``openai`` is imported when a client is made, never at module level.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import openai
+
+    from pytest_imagegen.config import Endpoint
+
+#: What ``api_key`` is when an endpoint needs none (a loopback server, a replayed cassette):
+#: the SDK refuses to build a client without one.
+PLACEHOLDER_KEY = "sk-imagegen-placeholder"
+
+
+def _options(endpoint: Endpoint, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "api_key": endpoint.api_key or PLACEHOLDER_KEY,
+        "timeout": endpoint.timeout_s,
+        "max_retries": endpoint.max_retries,
+        "default_headers": dict(endpoint.headers) or None,
+    }
+    if endpoint.api_version is not None:
+        options["azure_endpoint"] = azure_endpoint(endpoint.base_url)
+        options["api_version"] = endpoint.api_version
+        options["deployments"] = dict(endpoint.deployments)
+    else:
+        options["base_url"] = endpoint.base_url
+    options.update(overrides)
+    return options
+
+
+def sync_client(endpoint: Endpoint, **overrides: Any) -> openai.OpenAI:
+    """An ``openai.OpenAI`` (``AzureOpenAI`` for an Azure endpoint) bound to ``endpoint``."""
+    options = _options(endpoint, overrides)
+    if endpoint.api_version is not None:
+        return _azure_classes()[0](**options)
+    import openai
+
+    return openai.OpenAI(**options)
+
+
+def async_client(endpoint: Endpoint, **overrides: Any) -> openai.AsyncOpenAI:
+    """An ``openai.AsyncOpenAI`` (``AsyncAzureOpenAI`` for Azure) bound to ``endpoint``."""
+    options = _options(endpoint, overrides)
+    if endpoint.api_version is not None:
+        return _azure_classes()[1](**options)
+    import openai
+
+    return openai.AsyncOpenAI(**options)
+
+
+def azure_endpoint(base_url: str) -> str:
+    """The resource URL the SDK wants as ``azure_endpoint`` (``/openai`` is added by it)."""
+    url = base_url.rstrip("/")
+    return url[: -len("/openai")] if url.endswith("/openai") else url
+
+
+def deployment_for(model: Any, deployments: Mapping[str, str]) -> Any:
+    """The deployment serving ``model``: its entry in ``deployments``, else the model's own
+    name (Azure deployments are often named after their model). Already a deployment name
+    (a retry builds the request again), it is left as it is."""
+    if not isinstance(model, str) or model in deployments.values():
+        return model
+    return deployments.get(model, model)
+
+
+def _map_model(options: Any, deployments: Mapping[str, str]) -> None:
+    data = getattr(options, "json_data", None)
+    if not deployments or not isinstance(data, Mapping) or "model" not in data:
+        return
+    deployment = deployment_for(data["model"], deployments)
+    if deployment != data["model"]:
+        options.json_data = {**data, "model": deployment}
+
+
+@functools.lru_cache(maxsize=1)
+def _azure_classes() -> tuple[type[openai.AzureOpenAI], type[openai.AsyncAzureOpenAI]]:
+    """The Azure client classes, defined on first use so that openai loads only then."""
+    import openai
+
+    class AzureOpenAI(openai.AzureOpenAI):
+        """``openai.AzureOpenAI`` that sends ``model`` through the endpoint's deployments."""
+
+        def __init__(self, *, deployments: Mapping[str, str] = {}, **options: Any) -> None:
+            super().__init__(**options)
+            self.deployments: dict[str, str] = dict(deployments)
+
+        def _build_request(self, options: Any, *, retries_taken: int = 0) -> Any:
+            _map_model(options, self.deployments)
+            return super()._build_request(options, retries_taken=retries_taken)
+
+        def copy(self, **changes: Any) -> Any:
+            copied = super().copy(**changes)
+            copied.deployments = dict(self.deployments)
+            return copied
+
+        with_options = copy
+
+    class AsyncAzureOpenAI(openai.AsyncAzureOpenAI):
+        """``openai.AsyncAzureOpenAI`` that sends ``model`` through the deployments."""
+
+        def __init__(self, *, deployments: Mapping[str, str] = {}, **options: Any) -> None:
+            super().__init__(**options)
+            self.deployments: dict[str, str] = dict(deployments)
+
+        def _build_request(self, options: Any, *, retries_taken: int = 0) -> Any:
+            _map_model(options, self.deployments)
+            return super()._build_request(options, retries_taken=retries_taken)
+
+        def copy(self, **changes: Any) -> Any:
+            copied = super().copy(**changes)
+            copied.deployments = dict(self.deployments)
+            return copied
+
+        with_options = copy
+
+    return AzureOpenAI, AsyncAzureOpenAI
