@@ -1088,6 +1088,7 @@ _CODE_TABLE: Mapping[str, tuple[str, str]] = {
         (PERMISSION, "region"),
     ),
     "organization_not_verified": (PERMISSION, "verify"),
+    "no_db_connection": (AUTHENTICATION, "gateway_no_db"),
     # quota (substrings below catch the relay variants)
     "insufficient_quota": (QUOTA, ""),
     "billing_hard_limit_reached": (QUOTA, "billing"),
@@ -1241,6 +1242,9 @@ _MESSAGE_RULES: tuple[tuple[str, str, tuple[str | re.Pattern[str], ...]], ...] =
         "moderation_blocked", "safety_violations", "responsibleaipolicyviolation",
         "content_filter", "content filter", "contentpolicyviolationerror", "usage policy",
         "usage policies", "敏感词", "内容违规", "违规内容", "内容安全", "审核未通过")),
+    # LiteLLM with no database answers a key that is not its master key with HTTP 400
+    # "No connected db.": a key problem, not a request parameter.
+    (AUTHENTICATION, "gateway_no_db", ("no connected db",)),
     (AUTHENTICATION, "relay_token", (
         "无效的令牌", "令牌已过期", "未提供令牌", "令牌已被禁用", "令牌状态不可用", "令牌验证失败",
         "invalid proxy server token")),
@@ -1509,6 +1513,8 @@ _PARAM_RES = (
     re.compile(r"invalid '([^'\n]{1,60})'"),
     re.compile(r"does not support parameters?:? \[?'([^'\n]{1,60})'"),
     re.compile(r"unrecognized request argument supplied: ([a-z_][a-z0-9_.\[\]]{0,60})"),
+    # LiteLLM's UnsupportedParamsError: "Setting `response_format` is not supported by ..."
+    re.compile(r"setting `([a-z_][a-z0-9_]{0,60})` is not supported"),
 )
 
 
@@ -1693,6 +1699,13 @@ def _hint(
     if category == NETWORK:
         return _NETWORK_HINTS.get(tag, _GENERIC_HINTS[NETWORK])
     if category == AUTHENTICATION:
+        if tag == "gateway_no_db":
+            return (
+                f"{status}: the gateway has no database to look this key up in (LiteLLM "
+                "without one accepts only its master_key): send the gateway's master key via "
+                "api_key_env, or connect its database for virtual keys; this is the key, not "
+                "a request parameter, and retrying will not help."
+            )
         if tag == "relay_token" or relay in ("one-api", "litellm"):
             return (
                 "The relay rejected the token: use a token issued by this relay (not an "

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 DATA = Path(__file__).resolve().parent / "data"
 SPEC = DATA / "openai-images-openapi.yaml"
 REAL_ERRORS = DATA / "real-errors.json"
+LITELLM_ERRORS = DATA / "litellm-errors.json"
 CATEGORY_TABLE = DATA / "error-categories.md"
 _SPEC_URI = "urn:openai-images-openapi"
 
@@ -34,6 +35,11 @@ HTTP = httpx2.Client(timeout=30)
 def real_error_cases() -> list[dict[str, Any]]:
     """The cases of ``real-errors.json``: real bodies with the category each must get."""
     return json.loads(REAL_ERRORS.read_text(encoding="utf-8"))["cases"]
+
+
+def litellm_error_cases() -> list[dict[str, Any]]:
+    """The cases of ``litellm-errors.json``: what a real LiteLLM proxy answered."""
+    return json.loads(LITELLM_ERRORS.read_text(encoding="utf-8"))["cases"]
 
 
 def _nullable(node: Any) -> Any:

@@ -20,7 +20,7 @@ from typing import Any
 import httpx2
 import openai
 import pytest
-from _support import CATEGORY_TABLE, real_error_cases
+from _support import CATEGORY_TABLE, litellm_error_cases, real_error_cases
 
 from pytest_imagegen import errors
 from pytest_imagegen.errors import (
@@ -37,6 +37,7 @@ from pytest_imagegen.errors import (
 )
 
 REAL_ERRORS = real_error_cases()
+LITELLM_ERRORS = litellm_error_cases()
 NOW = 1_800_000_000.0  # a fixed clock for Retry-After dates
 QUOTA_HINT = "Top up credit or raise the spend limit; retrying will not help."
 
@@ -118,6 +119,39 @@ def test_real_error_through_the_openai_sdk_classifies_the_same(case: dict[str, A
     assert from_sdk.retry_after_s == case["expect"].get("retry_after_s")
     # The SDK's unwrapped ``e.body`` alone (no status) still says what happened.
     assert diagnose(exc.body).category == case["expect"]["category"]
+
+
+@pytest.mark.parametrize("case", LITELLM_ERRORS, ids=[c["id"] for c in LITELLM_ERRORS])
+def test_litellm_error_gets_its_category_param_and_hint(case: dict[str, Any]) -> None:
+    """What a real LiteLLM proxy answered: its "400" codes say nothing, the texts do."""
+    exc = raised_by_sdk(case["status"], case["headers"], case["body"].encode())
+    d = diagnose(exc)
+    expect = case["expect"]
+    assert (d.category, d.retryable, d.param) == (
+        expect["category"],
+        expect["retryable"],
+        expect["param"],
+    )
+    if "hint_mentions" in expect:
+        assert expect["hint_mentions"] in d.hint
+
+
+def test_a_400_that_means_a_wrong_key_says_so_not_fix_a_parameter() -> None:
+    """LiteLLM without a database answers a non-master key with 400 "No connected db.": the
+    hint must point at the key, never at a request parameter."""
+    body = {"error": {"message": "No connected db.", "type": "x", "param": None, "code": "400"}}
+    d = diagnose(raw(400, body))
+    assert d.category == "authentication" and not d.retryable
+    assert "master_key" in d.hint and "parameter named in `param`" not in d.hint
+    by_type = diagnose(raw(400, {"error": {"message": "?", "type": "no_db_connection"}}))
+    assert by_type.category == "authentication" and "master_key" in by_type.hint
+    for text in (
+        "Authentication Error, Invalid proxy server token passed. Received API Key = sk-...0000",
+        "Authentication Error - Expired Key. Key Expiry time 2026-01-01",
+        "Invalid API key provided",
+    ):
+        error = {"error": {"message": text, "type": "None", "param": "None", "code": "400"}}
+        assert diagnose(raw(400, error)).category == "authentication", text
 
 
 @pytest.mark.parametrize("case", REAL_ERRORS, ids=[c["id"] for c in REAL_ERRORS])
