@@ -117,6 +117,21 @@ class Upstream:
         return f"{where}; {key}" + (f"; model map {mapped}" if mapped else "")
 
 
+#: Header names that carry a credential wherever they appear (compared lower-cased): the
+#: wrong-key checks replace these (or the endpoint's ``credential_headers``) and no other
+#: header, since gateways route by headers whose names merely contain "key".
+CREDENTIAL_HEADERS = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "api-key",
+        "x-api-key",
+        "x-goog-api-key",
+        "ocp-apim-subscription-key",
+    }
+)
+
+
 @dataclass(frozen=True)
 class Endpoint:
     """One resolved image endpoint: everything needed to call it and judge its answers."""
@@ -142,6 +157,18 @@ class Endpoint:
     # deployment serving each model (a model without an entry is its own deployment name).
     api_version: str | None = None
     deployments: Mapping[str, str] = field(default_factory=dict)
+    # Names in ``headers`` that carry credentials; None: those in CREDENTIAL_HEADERS. Only
+    # for endpoints built in code: the config file refuses credential-like header names.
+    credential_headers: tuple[str, ...] | None = None
+
+    @property
+    def credential_header_names(self) -> tuple[str, ...]:
+        """The names in :attr:`headers` that carry a credential (a wrong key replaces them)."""
+        if self.credential_headers is not None:
+            wanted = {name.lower() for name in self.credential_headers}
+        else:
+            wanted = set(CREDENTIAL_HEADERS)
+        return tuple(name for name in self.headers if name.lower() in wanted)
 
     @property
     def is_loopback(self) -> bool:

@@ -208,3 +208,94 @@ def test_wrong_key_check_also_replaces_credential_headers(reference: ReferenceSe
     (logged,) = reference.log.generations
     assert logged.headers["api-key"].startswith("sk-im")  # the wrong key, masked by the log
     assert logged.headers["x-team"] == "imaging"
+
+
+def test_wrong_key_check_keeps_routing_headers_whose_names_contain_key(
+    reference: ReferenceServer,
+) -> None:
+    """Gateways route by headers such as a provider or custom-host key: replacing those with
+    the wrong key got the gateway's own refusal, a false alarm that hid real auth defects."""
+    endpoint = Endpoint(
+        name="gateway",
+        base_url=reference.base_url,
+        api_key=reference.api_key,
+        image_model="gpt-image-1",
+        profile=get_profile("gpt-image-1"),
+        headers={"X-Provider-Key": "route-openai-images-eu", "X-Custom-Host-Token": "eu-west-01"},
+    )
+    for check in ("errors.wrong_key_is_authentication", "errors.error_envelopes_are_openai_shaped"):
+        reference.reset()
+        (result,) = run(endpoint, select=check)
+        assert result.status == "passed", result.message
+        wrong = [r for r in reference.log.generations if r.auth == "invalid"]
+        assert wrong, check
+        for logged in wrong:
+            assert logged.headers["authorization"].startswith("Bearer sk-im")  # the wrong key
+            assert logged.headers["x-provider-key"].startswith("route")  # left as configured
+            assert logged.headers["x-provider-key"].endswith("s-eu")
+            assert logged.headers["x-custom-host-token"] == "*" * len("eu-west-01")
+
+
+def test_wrong_key_check_replaces_the_headers_an_endpoint_declares_as_credentials(
+    reference: ReferenceServer,
+) -> None:
+    from pytest_imagegen.checks.errors import WRONG_KEY, wrong_key_headers
+
+    endpoint = Endpoint(
+        name="relay",
+        base_url=reference.base_url,
+        image_model="gpt-image-1",
+        profile=get_profile("gpt-image-1"),
+        headers={"X-Relay-Token": "tok-real-0123456789", "X-Route-Key": "eu"},
+        credential_headers=("x-relay-token",),
+    )
+    assert wrong_key_headers(endpoint) == {"X-Relay-Token": WRONG_KEY, "X-Route-Key": "eu"}
+    # Without the declaration, neither header is a credential and there is no key: nothing
+    # to make wrong, so the check skips instead of proving nothing.
+    plain = replace(endpoint, credential_headers=None)
+    assert wrong_key_headers(plain) is None
+    (result,) = run(plain, select="errors.wrong_key_is_authentication")
+    assert result.status == "skipped"
+
+
+def test_wrong_key_answered_400_with_an_authentication_message_passes_with_a_warning() -> None:
+    """LiteLLM without a database answers a wrong key 400 "No connected db.": authentication by
+    its message, so the check passes; the status loses that for SDK users, so it warns."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from pytest_imagegen.verdict import DeviationWarning
+
+    class NoDatabase(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            error = {"message": "No connected db.", "type": "no_db_connection", "code": "400"}
+            data = json.dumps({"error": {**error, "param": None}}).encode()
+            self.send_response(400)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), NoDatabase)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        endpoint = Endpoint(
+            name="litellm-no-db",
+            base_url=f"http://127.0.0.1:{httpd.server_address[1]}/v1",
+            api_key="sk-the-master-key-0000",
+            image_model="gpt-image-1",
+            profile=get_profile("gpt-image-1"),
+            timeout_s=30,
+        )
+        with pytest.warns(DeviationWarning, match="answered HTTP 400, not 401"):
+            (result,) = run(endpoint, select="errors.wrong_key_is_authentication")
+        assert result.status == "passed", result.message
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
