@@ -130,3 +130,76 @@ def _azure_classes() -> tuple[type[openai.AzureOpenAI], type[openai.AsyncAzureOp
         with_options = copy
 
     return AzureOpenAI, AsyncAzureOpenAI
+
+
+def bounded_async_client(limits: Any, **kwargs: Any) -> Any:
+    """An ``openai.DefaultAsyncHttpxClient`` whose requests each finish within ``limits``
+    (a :class:`pytest_imagegen.bounds.Limits`: ``timeout_s`` per request, the deadline),
+    headers and body alike; keyword arguments go to the client (``event_hooks``, ...)."""
+    import openai
+
+    return openai.DefaultAsyncHttpxClient(
+        transport=_async_bounded_transport(limits, kwargs.pop("transport", None)), **kwargs
+    )
+
+
+def _async_bounded_transport(limits: Any, inner: Any = None) -> Any:
+    import asyncio
+
+    import httpx2
+
+    class ClockedBody(httpx2.AsyncByteStream):
+        """The body as the client reads it, each chunk awaited within the request's time."""
+
+        def __init__(self, inner: Any, clock: Any, request: Any) -> None:
+            self._inner, self._clock, self._request = inner, clock, request
+
+        async def __aiter__(self) -> Any:
+            iterator = self._inner.__aiter__()
+            while True:
+                try:
+                    chunk = await asyncio.wait_for(iterator.__anext__(), max(self._clock.left(), 0))
+                except StopAsyncIteration:
+                    return
+                except asyncio.TimeoutError:
+                    raise httpx2.ReadTimeout(
+                        self._clock.describe(), request=self._request
+                    ) from None
+                self._clock.body_bytes += len(chunk)
+                yield chunk
+
+        async def aclose(self) -> None:
+            await self._inner.aclose()
+
+    class Transport(httpx2.AsyncBaseTransport):
+        def __init__(self, inner: Any) -> None:
+            self._inner = inner
+
+        async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+            clock = limits.start(request)
+            try:
+                response: httpx2.Response = await asyncio.wait_for(
+                    self._inner.handle_async_request(request), max(clock.left(), 0)
+                )
+            except asyncio.TimeoutError:
+                raise httpx2.ReadTimeout(clock.describe(), request=request) from None
+            clock.status = response.status_code
+            response.stream = ClockedBody(response.stream, clock, request)
+            return response
+
+        async def aclose(self) -> None:
+            await self._inner.aclose()
+
+    return Transport(inner if inner is not None else httpx2.AsyncHTTPTransport())
+
+
+def async_event_hooks(hooks: Mapping[str, Any]) -> dict[str, list[Any]]:
+    """httpx2 ``event_hooks`` of plain functions, as the coroutines an async client awaits."""
+
+    def wrap(function: Any) -> Any:
+        async def hook(value: Any) -> None:
+            function(value)
+
+        return hook
+
+    return {event: [wrap(f) for f in functions] for event, functions in hooks.items()}

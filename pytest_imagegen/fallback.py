@@ -323,7 +323,8 @@ def build_steps(endpoint: Endpoint, prompt: str, **params: Any) -> tuple[Step, .
 def _check_endpoint_and_prompt(endpoint: object, prompt: object) -> None:
     from pytest_imagegen.config import Endpoint
 
-    if not isinstance(endpoint, Endpoint):
+    # By name as well: an Endpoint of a reloaded module (pytester, importlib.reload) is one.
+    if not isinstance(endpoint, Endpoint) and type(endpoint).__name__ != "Endpoint":
         named = " (an endpoint name?)" if isinstance(endpoint, str) else ""
         raise TypeError(
             f"generate() needs an Endpoint as 'endpoint', got {type(endpoint).__name__} "
@@ -341,15 +342,19 @@ def _check_client(client: object) -> None:
     """``client`` must be a synchronous SDK client (``openai.OpenAI`` / ``AzureOpenAI``)."""
     import openai
 
-    if isinstance(client, openai.OpenAI):
-        return
-    if isinstance(client, openai.AsyncOpenAI):
+    images = getattr(client, "images", None)
+    generate = getattr(images, "generate", None)
+    if isinstance(client, openai.AsyncOpenAI) or inspect.iscoroutinefunction(generate):
         raise TypeError(
             "generate() runs synchronously and needs an openai.OpenAI client, got an "
             "openai.AsyncOpenAI. Pass a synchronous client (imagegen_client, or "
             "endpoint.client()); from async code, run it in a thread: await "
             "asyncio.to_thread(generate, client, endpoint, prompt)."
         )
+    if isinstance(client, openai.OpenAI) or (
+        callable(generate) and callable(getattr(client, "with_options", None))
+    ):
+        return
     raise TypeError(
         f"generate() needs an openai.OpenAI client as 'client', got {type(client).__name__} "
         f"{client!r:.60}. Use the imagegen_client fixture, or endpoint.client()."

@@ -507,8 +507,11 @@ def ensure_profile(value: object, *, function: str, argument: str = "profile") -
     ``None`` gets its own explanation: it is what :func:`resolve_profile` returns for a chat
     model or a model it does not know, and passing that on is the usual way to get here.
     """
-    if isinstance(value, Profile):
-        return value
+    # Duck-typed too: a Profile of a reloaded module (pytester, importlib.reload) is one.
+    if isinstance(value, Profile) or (
+        type(value).__name__ == "Profile" and callable(getattr(value, "accepts", None))
+    ):
+        return value  # type: ignore[return-value]
     call = f"{function}() needs a Profile as {argument!r}"
     if value is None:
         raise TypeError(

@@ -60,3 +60,49 @@ def test_reference_log_holds_only_this_tests_requests(pytester: pytest.Pytester)
     pytester.makepyfile(test_poster=POSTER_APP)
     result = pytester.runpytest("-p", "no:randomly", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=2)
+
+
+HYPOTHESIS_APP = """
+import openai
+from hypothesis import given, settings, strategies as st
+
+SEEN = []
+
+
+@settings(max_examples=8, deadline=None, database=None)
+@given(fail=st.booleans(), n=st.integers(min_value=1, max_value=2))
+def test_each_example_sees_only_its_own_requests(imagegen_reference_server, fail, n):
+    with imagegen_reference_server.isolated() as server:
+        assert len(server.log) == 0 and len(server.faults) == 0
+        if fail:
+            server.faults.add("server_error")
+        client = openai.OpenAI(base_url=server.base_url, api_key=server.api_key, max_retries=0)
+        try:
+            client.images.generate(model="gpt-image-1", prompt="a fox", n=n, quality="low")
+        except openai.InternalServerError:
+            assert fail
+        else:
+            assert not fail  # a fault scripted by an earlier example would fail this one
+        assert [r.body["n"] for r in server.log.generations] == [n]
+        SEEN.append(fail)
+
+
+def test_examples_ran():
+    assert len(SEEN) >= 4 and True in SEEN and False in SEEN
+"""
+
+
+def test_reference_server_in_hypothesis_tests(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_props=HYPOTHESIS_APP)
+    result = pytester.runpytest("-p", "no:randomly", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+
+
+def test_isolated_re_raises_a_server_error_and_still_resets() -> None:
+    from pytest_imagegen.reference import ReferenceServer, ReferenceServerError
+
+    with ReferenceServer() as server:
+        with pytest.raises(ReferenceServerError), server.isolated():
+            server.faults.add("quota", times=3)
+            server._record_error(RuntimeError("boom"))
+        assert len(server.faults) == 0 and not server.errors

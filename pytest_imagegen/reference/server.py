@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -246,6 +246,27 @@ class ReferenceServer:
             self.errors.clear()
         old, self._release = self._release, threading.Event()
         old.set()
+
+    @contextlib.contextmanager
+    def isolated(self) -> Iterator[ReferenceServer]:
+        """Reset before the block and after it; :meth:`check` at its end.
+
+        The block sees only its own requests in :attr:`log`, and faults or defects it
+        scripts end with it. Made for hypothesis tests, which run many examples in one test
+        (and refuse function-scoped fixtures, so they take ``imagegen_reference_server``)::
+
+            @given(prompt=strategies.prompts())
+            def test_app(imagegen_reference_server, prompt):
+                with imagegen_reference_server.isolated() as server:
+                    my_app.make_poster(client_for(server), prompt)
+                    assert len(server.log.generations) == 1
+        """
+        self.reset()
+        try:
+            yield self
+            self.check()
+        finally:
+            self.reset()
 
     def check(self) -> None:
         """Raise :class:`ReferenceServerError` for the first error the server hit, if any."""
