@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pytest_imagegen.reference.faults import Fault
 from pytest_imagegen.reference.log import (
@@ -35,7 +35,8 @@ from pytest_imagegen.reference.log import (
 
 if TYPE_CHECKING:
     from pytest_imagegen.profiles import Profile
-    from pytest_imagegen.reference.server import ReferenceServer
+    from pytest_imagegen.reference.faults import DefectSet, FaultScript
+    from pytest_imagegen.reference.log import RequestLog
 
 # One line per finished request, for `python -m pytest_imagegen serve` (off unless configured).
 access_log = logging.getLogger("pytest_imagegen.reference.access")
@@ -285,10 +286,37 @@ def client_gone(sock: socket.socket | None) -> bool:
         return True
 
 
-class ReferenceApp:
-    """The WSGI callable; all state lives on the owning :class:`ReferenceServer`."""
+class Host(Protocol):
+    """What the app reads and calls on the server that runs it (``ReferenceServer``): its
+    configuration, its scripted faults and defects, the request log and the image store."""
 
-    def __init__(self, server: ReferenceServer) -> None:
+    api_keys: tuple[str, ...]
+    models: Mapping[str, Profile]
+    chat_models: tuple[str, ...]
+    default_model: str
+    secret_headers: tuple[str, ...]
+    max_stall_s: float
+    max_files: int
+    defects: DefectSet
+    faults: FaultScript
+    log: RequestLog
+
+    @property
+    def release(self) -> threading.Event: ...
+    @property
+    def served_model_names(self) -> list[str]: ...
+    def latency_for(self, quality: str) -> float: ...
+    def model_kind(self, model: str) -> str: ...
+    def resolve_model(self, model: Any, body: Mapping[str, Any]) -> tuple[str, Profile | None]: ...
+    def record_error(self, exc: BaseException) -> None: ...
+    def store_image(self, data: bytes, fmt: str, *, host: str) -> str: ...
+    def stored_image(self, name: str) -> tuple[bytes, str] | None: ...
+
+
+class ReferenceApp:
+    """The WSGI callable; all state lives on the :class:`Host` that runs it."""
+
+    def __init__(self, server: Host) -> None:
         self.server = server
         self._routes: dict[tuple[str, str], Callable[[Call], Reply]] = {
             ("POST", "/v1/images/generations"): self._generations,
@@ -317,7 +345,7 @@ class ReferenceApp:
                 self._finished(call)
             raise
         except Exception as exc:  # a bug in the server: answer 500, re-raise in check()
-            self.server._record_error(exc)
+            self.server.record_error(exc)
             reply = self._error(500, MSG_SERVER_ERROR, type="server_error")
             if call is None:
                 start_response("500 Internal Server Error", [("Content-Type", "application/json")])
@@ -382,7 +410,7 @@ class ReferenceApp:
             body=body,
             json_ok=json_ok,
             sock=environ.get("werkzeug.socket"),
-            release=self.server._release,
+            release=self.server.release,
             logged=logged,
             host=host,
         )
@@ -442,7 +470,7 @@ class ReferenceApp:
         except Abort:
             raise
         except Exception as exc:  # werkzeug would only log it: keep it for check()
-            self.server._record_error(exc)
+            self.server.record_error(exc)
             raise
         finally:
             self._finished(call)
@@ -588,7 +616,7 @@ class ReferenceApp:
         return {"id": name, "object": "model", "created": 1700000000, "owned_by": owner}
 
     def _file(self, call: Call, name: str) -> Reply:
-        stored = self.server._files_get(name)
+        stored = self.server.stored_image(name)
         if stored is None:
             return self._error(
                 404,
@@ -875,7 +903,7 @@ class ReferenceApp:
             data = _image(width, height, gen.fmt, seed)
             item: dict[str, Any] = {}
             if gen.response_format == "url":
-                item["url"] = self.server._files_put(data, gen.fmt, host=call.host)
+                item["url"] = self.server.store_image(data, gen.fmt, host=call.host)
             else:
                 item["b64_json"] = base64.b64encode(data).decode("ascii")
             if gen.profile.returns_revised_prompt:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import logging
 import socket
 import struct
@@ -18,17 +19,19 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from pytest_imagegen.reference.faults import MAX_WAIT_S, DefectSet, FaultScript
 from pytest_imagegen.reference.log import LoggedRequest, RequestLog
 
 if TYPE_CHECKING:
-    from werkzeug.serving import ThreadedWSGIServer
-
     from pytest_imagegen.profiles import Profile
 
 logger = logging.getLogger("pytest_imagegen.reference")
+
+#: werkzeug's threaded server with stop-time draining; the class is made on first start
+#: (:func:`_server_class`), which keeps werkzeug out of plain imports.
+_Server: TypeAlias = Any
 
 DEFAULT_API_KEY = "sk-imagegen-reference-0000"
 DEFAULT_MODEL = "gpt-image-1.5"
@@ -385,14 +388,21 @@ class ReferenceServer:
         name = str(model)
         return name, self.models.get(name)
 
-    # -- internals shared with the app -------------------------------------------------
+    # -- what the app calls (see ``app.Host``) -------------------------------------------
 
-    def _record_error(self, exc: BaseException) -> None:
+    @property
+    def release(self) -> threading.Event:
+        """Set when the server stops or resets: every stall and slow answer ends early."""
+        return self._release
+
+    def record_error(self, exc: BaseException) -> None:
+        """Keep an error the server hit while handling a request (``check()`` re-raises it)."""
         logger.error("reference server error", exc_info=exc)
         with self._errors_lock:
             self.errors.append(exc)
 
-    def _files_put(self, data: bytes, fmt: str, *, host: str) -> str:
+    def store_image(self, data: bytes, fmt: str, *, host: str) -> str:
+        """Keep an image for ``GET /v1/files/images/<name>`` and return its URL."""
         name = f"img-{uuid.uuid4().hex}.{fmt}"
         content_type = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}.get(
             fmt, "image/png"
@@ -403,16 +413,15 @@ class ReferenceServer:
                 self._files.popitem(last=False)
         return f"http://{host}/v1/files/images/{name}"
 
-    def _files_get(self, name: str) -> tuple[bytes, str] | None:
+    def stored_image(self, name: str) -> tuple[bytes, str] | None:
+        """A kept image and its content type, or None (unknown or evicted)."""
         with self._files_lock:
             return self._files.get(name)
 
 
 def _make_server(host: str, port: int, app: Any, owner: ReferenceServer) -> _Server:
     """Bind first (a clear OSError if the port is taken), then hand the socket to werkzeug."""
-    global _Server
-    if _Server is None:
-        _Server = _define_server()
+    server_class = _server_class()
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -428,15 +437,13 @@ def _make_server(host: str, port: int, app: Any, owner: ReferenceServer) -> _Ser
         ) from None
     try:
         # werkzeug duplicates the descriptor, so ours is closed right after.
-        return _Server(host, port, app, owner, fd=sock.fileno())
+        return server_class(host, port, app, owner, fd=sock.fileno())
     finally:
         sock.close()
 
 
-_Server: Any = None
-
-
-def _define_server() -> type[ThreadedWSGIServer]:
+@functools.cache
+def _server_class() -> type[_Server]:
     """Define the werkzeug subclasses on first use, keeping werkzeug out of plain imports."""
     from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
 
@@ -498,7 +505,7 @@ def _define_server() -> type[ThreadedWSGIServer]:
         def handle_error(self, request: Any, client_address: Any) -> None:
             exc = sys.exc_info()[1]
             if exc is not None and not isinstance(exc, (ConnectionError, TimeoutError)):
-                self.owner._record_error(exc)
+                self.owner.record_error(exc)
 
         def log(self, type: str, message: str, *args: Any) -> None:
             logger.debug(message, *args)
