@@ -13,8 +13,8 @@ import pytest
 from pytest_imagegen import checks
 from pytest_imagegen.budget import Budget
 from pytest_imagegen.checks import AREAS, REGISTRY, CheckSkipped, run, select_checks
-from pytest_imagegen.checks.context import CheckContext, bind_reference
-from pytest_imagegen.config import Endpoint, load_settings
+from pytest_imagegen.checks.context import CheckContext
+from pytest_imagegen.config import Endpoint, bind_reference, load_settings
 from pytest_imagegen.errors import ConformanceFailure
 from pytest_imagegen.profiles import get_profile
 from pytest_imagegen.reference import ReferenceServer

@@ -17,6 +17,7 @@ import jsonschema
 import pytest
 
 from pytest_imagegen.images import make_image, thumbnail_png
+from pytest_imagegen.latency import percentile, rating
 from pytest_imagegen.report import (
     AREAS,
     WIDTH,
@@ -25,9 +26,7 @@ from pytest_imagegen.report import (
     is_xdist_worker,
     junit_properties,
     mask_secrets,
-    percentile,
     prepare_report,
-    rating,
     render_html,
 )
 

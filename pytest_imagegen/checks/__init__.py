@@ -16,24 +16,25 @@ Each check's docstring says what it asserts and, after ``Fails with:``, its fail
 
 from __future__ import annotations
 
-import fnmatch
-import inspect
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-
-from pytest_imagegen.errors import ConformanceFailure, Diagnosis
-
-if TYPE_CHECKING:
-    import openai
-
-    from pytest_imagegen.budget import Budget
-    from pytest_imagegen.checks.context import CheckContext
-    from pytest_imagegen.config import Endpoint
-    from pytest_imagegen.reference import ReferenceServer
+from pytest_imagegen.checks.context import CheckSkipped
+from pytest_imagegen.checks.registry import (
+    AREAS,
+    NEEDS_FAULTS,
+    REGISTRY,
+    Check,
+    CheckResult,
+    catalogue,
+    check,
+    get_check,
+    run,
+    run_check,
+    select_checks,
+)
+from pytest_imagegen.errors import ConformanceFailure
 
 __all__ = [
     "AREAS",
+    "NEEDS_FAULTS",
     "REGISTRY",
     "Check",
     "CheckResult",
@@ -47,210 +48,8 @@ __all__ = [
     "select_checks",
 ]
 
-#: The areas, in the order the suite runs them (``cost`` last: it reads the run's spend).
-AREAS = (
-    "separation",
-    "request_shape",
-    "response_shape",
-    "errors",
-    "fallback",
-    "efficiency",
-    "cost",
-)
-
-#: The skip reason of a check that needs faults against any other endpoint.
-NEEDS_FAULTS = "needs fault injection: endpoint {name!r} is not the reference server"
-
-
-class CheckSkipped(Exception):
-    """A check cannot run against this endpoint; ``reason`` says why (never a pass)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-@dataclass(frozen=True)
-class Check:
-    """One registered check."""
-
-    id: str  # "area.name", stable: it is the test name and the cassette name
-    area: str
-    name: str
-    func: Callable[[CheckContext], None] = field(repr=False)
-    summary: str  # the docstring's first paragraph: what the check asserts
-    failure: str  # the docstring's "Fails with:" text
-    needs_faults: bool = False  # talks to the reference server directly, with scripted faults
-    sends_requests: bool = True
-
-    def __call__(self, ctx: CheckContext) -> None:
-        if self.needs_faults and not ctx.can_inject_faults:
-            raise CheckSkipped(NEEDS_FAULTS.format(name=ctx.endpoint.name))
-        self.func(ctx)
-
-
-#: Every check, by id, in suite order (area order, then registration order).
-REGISTRY: dict[str, Check] = {}
-
-
-def _parse_doc(doc: str | None) -> tuple[str, str]:
-    text = inspect.cleandoc(doc or "")
-    summary = " ".join(text.split("\n\n", 1)[0].split())  # the first paragraph
-    failure = ""
-    marker = "Fails with:"
-    if marker in text:
-        failure = " ".join(text.split(marker, 1)[1].split())
-    return summary, failure
-
-
-def check(
-    area: str, *, needs_faults: bool = False, sends_requests: bool = True
-) -> Callable[[Callable[[CheckContext], None]], Callable[[CheckContext], None]]:
-    """Register the decorated function as check ``area.<function name>``."""
-    if area not in AREAS:
-        raise ValueError(f"unknown check area {area!r}; areas: {', '.join(AREAS)}")
-
-    def register(func: Callable[[CheckContext], None]) -> Callable[[CheckContext], None]:
-        summary, failure = _parse_doc(func.__doc__)
-        if not summary or not failure:
-            raise ValueError(
-                f"check {func.__name__}: the docstring must say what it asserts "
-                "and, after 'Fails with:', its failure text"
-            )
-        entry = Check(
-            id=f"{area}.{func.__name__}",
-            area=area,
-            name=func.__name__,
-            func=func,
-            summary=summary,
-            failure=failure,
-            needs_faults=needs_faults,
-            sends_requests=sends_requests,
-        )
-        if entry.id in REGISTRY:
-            raise ValueError(f"check {entry.id} is registered twice")
-        REGISTRY[entry.id] = entry
-        ordered = sorted(REGISTRY.values(), key=lambda c: AREAS.index(c.area))
-        REGISTRY.clear()
-        REGISTRY.update((c.id, c) for c in ordered)
-        return func
-
-    return register
-
-
-def get_check(check_id: str) -> Check:
-    """The check with this id (KeyError naming the closest ids otherwise)."""
-    try:
-        return REGISTRY[check_id]
-    except KeyError:
-        import difflib
-
-        close = difflib.get_close_matches(check_id, list(REGISTRY), n=3)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise KeyError(
-            f"no check {check_id!r}.{hint} See pytest_imagegen.checks.REGISTRY."
-        ) from None
-
-
-def select_checks(select: str | Iterable[str] | None = None) -> list[Check]:
-    """The checks named by ``select``: ids, area names or ``fnmatch`` patterns (all when None).
-
-    Raises ValueError for an entry that matches nothing.
-    """
-    if select is None:
-        return list(REGISTRY.values())
-    entries = [select] if isinstance(select, str) else list(select)
-    chosen: set[str] = set()
-    for entry in entries:
-        matched = [
-            c.id
-            for c in REGISTRY.values()
-            if entry in (c.id, c.area) or fnmatch.fnmatchcase(c.id, entry)
-        ]
-        if not matched:
-            import difflib
-
-            close = difflib.get_close_matches(entry, [*AREAS, *REGISTRY], n=3)
-            hint = f" Did you mean {', '.join(close)}?" if close else ""
-            raise ValueError(f"{entry!r} names no check or area.{hint}")
-        chosen.update(matched)
-    return [c for c in REGISTRY.values() if c.id in chosen]
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    """The result of one check against one endpoint, outside pytest."""
-
-    id: str
-    endpoint: str
-    status: str  # "passed" | "failed" | "skipped"
-    message: str = ""
-    data: Mapping[str, Any] = field(default_factory=dict)
-    diagnosis: Diagnosis | None = None
-
-    @property
-    def passed(self) -> bool:
-        return self.status == "passed"
-
-
-def run_check(entry: Check, ctx: CheckContext) -> CheckResult:
-    """Run one check and turn its outcome into a :class:`CheckResult` (never raises for a
-    failure or a skip; other exceptions, which are bugs, propagate)."""
-    try:
-        entry(ctx)
-    except CheckSkipped as exc:
-        return CheckResult(entry.id, ctx.endpoint.name, "skipped", exc.reason, ctx.data)
-    except ConformanceFailure as exc:
-        return CheckResult(entry.id, ctx.endpoint.name, "failed", str(exc), ctx.data, exc.diagnosis)
-    return CheckResult(entry.id, ctx.endpoint.name, "passed", "", ctx.data)
-
-
-def run(
-    endpoint: Endpoint,
-    *,
-    select: str | Iterable[str] | None = None,
-    reference: ReferenceServer | None = None,
-    client_factory: Callable[..., openai.OpenAI] | None = None,
-    budget: Budget | None = None,
-) -> list[CheckResult]:
-    """Run the selected checks against ``endpoint``, without pytest.
-
-    ``select``: check ids, area names or patterns (all checks when None). ``reference`` is
-    the :class:`~pytest_imagegen.reference.ReferenceServer` the endpoint points at, when it
-    does: checks that need scripted faults run only then (and are skipped otherwise); an
-    embedded reference endpoint (empty ``base_url``) is pointed at it, and it is reset after
-    each check. ``client_factory(**overrides)`` makes the ``openai.OpenAI`` clients (default
-    ``endpoint.client``; it must accept ``http_client``). ``budget`` (a
-    :class:`~pytest_imagegen.budget.Budget`) caps the estimated spend; without one, nothing
-    is refused and ``cost.within_budget`` is skipped.
-    """
-    from pytest_imagegen.checks.context import CheckContext, bind_reference
-
-    endpoint = bind_reference(endpoint, reference)
-    results = []
-    for entry in select_checks(select):
-        ctx = CheckContext(
-            endpoint, reference=reference, budget=budget, client_factory=client_factory
-        )
-        try:
-            results.append(run_check(entry, ctx))
-        finally:
-            if reference is not None:
-                reference.reset()
-    return results
-
-
-def catalogue() -> str:
-    """The check catalogue as a Markdown table (id, what it asserts, failure text)."""
-    lines = ["| check id | asserts | fails with |", "|---|---|---|"]
-    for entry in REGISTRY.values():
-        needs = " *(reference server only: needs fault injection)*" if entry.needs_faults else ""
-        lines.append(f"| `{entry.id}` | {entry.summary}{needs} | {entry.failure} |")
-    return "\n".join(lines)
-
-
 # The areas register their checks on import.
-from pytest_imagegen.checks import (  # noqa: E402, F401
+from pytest_imagegen.checks import (  # noqa: F401
     cost,
     efficiency,
     errors,

@@ -15,10 +15,11 @@ import json
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from pytest_imagegen.errors import BudgetExceededError, ConformanceFailure, Diagnosis
+from pytest_imagegen.testdata import cost_adder, with_measures
 
 if TYPE_CHECKING:
     import openai
@@ -35,8 +36,8 @@ __all__ = [
     "SERVERLESS_RESPONSE_CAP",
     "Call",
     "CheckContext",
+    "CheckSkipped",
     "SentRequest",
-    "bind_reference",
 ]
 
 #: The prompt of every suite request: fixed, so a replay sends byte-identical bodies.
@@ -52,11 +53,12 @@ _IMAGES_PATH = "/images/generations"
 _CHAT_PATH = "/chat/completions"
 
 
-def bind_reference(endpoint: Endpoint, reference: ReferenceServer | None) -> Endpoint:
-    """The embedded reference endpoint pointed at a running server (others unchanged)."""
-    if reference is None or not endpoint.is_reference or endpoint.base_url:
-        return endpoint
-    return replace(endpoint, base_url=reference.base_url, api_key=reference.api_key)
+class CheckSkipped(Exception):
+    """A check cannot run against this endpoint; ``reason`` says why (never a pass)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -144,6 +146,8 @@ class CheckContext:
         data: dict[str, Any] | None = None,
         recorded_requests: Sequence[Mapping[str, Any]] | None = None,
     ) -> None:
+        from pytest_imagegen.config import bind_reference
+
         self.endpoint = bind_reference(endpoint, reference)
         self.profile = self.endpoint.profile
         self.reference = reference
@@ -151,16 +155,7 @@ class CheckContext:
         self._factory = client_factory or self.endpoint.client
         self._is_live = is_live or (lambda request: True)
         self._replayed = replayed
-        self.data: dict[str, Any] = data if data is not None else {}
-        for key, empty in (
-            ("latencies_s", []),
-            ("attempts", 0),
-            ("successes", 0),
-            ("cost_usd", 0.0),
-            ("response_bytes", 0),
-            ("images", []),
-        ):
-            self.data.setdefault(key, empty)
+        self.data: dict[str, Any] = with_measures(data if data is not None else {})
         self.sent: list[SentRequest] = []
         self._http_clients: list[Any] = []
         # The check's deadline_s runs from here; each request gets timeout_s within it.
@@ -243,8 +238,6 @@ class CheckContext:
         raise ConformanceFailure(message, diagnosis=call.diagnosis if call is not None else None)
 
     def skip(self, reason: str) -> NoReturn:
-        from pytest_imagegen.checks import CheckSkipped
-
         raise CheckSkipped(reason)
 
     # ------------------------------------------------------------------ clients
@@ -271,14 +264,11 @@ class CheckContext:
                 )
             )
 
-        def add_cost(amount: float) -> None:
-            self.data["cost_usd"] = float(self.data.get("cost_usd") or 0.0) + amount
-
         hooks = event_hooks(
             self.budget,
             self.endpoint,
             is_live=self._is_live,
-            on_cost=add_cost,
+            on_cost=cost_adder(self.data),
             replayed=self._replayed,
         )
         hooks["request"].insert(0, capture)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from pytest_imagegen.checks import check
 from pytest_imagegen.checks.context import CheckContext
+from pytest_imagegen.checks.registry import check
 
 
 @check("cost", sends_requests=False)

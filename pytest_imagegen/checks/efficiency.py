@@ -3,8 +3,8 @@ estimated cost per image, over a few bounded requests."""
 
 from __future__ import annotations
 
-from pytest_imagegen.checks import check
 from pytest_imagegen.checks.context import CheckContext
+from pytest_imagegen.checks.registry import check
 
 #: Requests made by ``latency_and_success_rate`` (sequential, each bounded by timeout_s).
 SAMPLES = 3
@@ -20,7 +20,7 @@ def latency_and_success_rate(ctx: CheckContext) -> None:
     "2 of 3 requests succeeded (67%); first failure: <diagnosis>".
     """
     from pytest_imagegen.budget import Budget
-    from pytest_imagegen.report import percentile, rating
+    from pytest_imagegen.latency import percentile, rating
 
     params = ctx.cheap_params()
     client = ctx.client()

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pytest_imagegen.checks import check
 from pytest_imagegen.checks.context import PROMPT, CheckContext
+from pytest_imagegen.checks.registry import check
 
 if TYPE_CHECKING:
     from pytest_imagegen.fallback import Outcome

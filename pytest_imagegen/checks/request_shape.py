@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pytest_imagegen.checks import check
 from pytest_imagegen.checks.context import PROMPT, Call, CheckContext
+from pytest_imagegen.checks.registry import check
 from pytest_imagegen.errors import CassetteError
 
 #: Examples drawn by ``valid_requests_succeed`` (each one is a live request when recording).

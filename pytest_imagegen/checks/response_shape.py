@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pytest_imagegen.checks import check
 from pytest_imagegen.checks.context import SERVERLESS_RESPONSE_CAP, Call, CheckContext
+from pytest_imagegen.checks.registry import check
 
 _USAGE_FIELDS = ("input_tokens", "output_tokens", "total_tokens")
 

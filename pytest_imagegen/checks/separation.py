@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from pytest_imagegen.checks import check
 from pytest_imagegen.checks.context import Call, CheckContext
+from pytest_imagegen.checks.registry import check
 
 # What a correct endpoint answers when a model of the wrong kind is asked for.
 _REFUSALS = ("model_not_found", "invalid_request")
