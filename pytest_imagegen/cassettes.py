@@ -62,18 +62,24 @@ from vcr.serialize import serialize as vcr_serialize
 
 from pytest_imagegen._files import atomic_write, temp_prefix
 from pytest_imagegen._scrub import PLACEHOLDER, Scrubber
-from pytest_imagegen.config import RECORD_MODES, is_loopback_host
+from pytest_imagegen.config import is_loopback_host
 from pytest_imagegen.errors import CassetteError, ConfigError
+from pytest_imagegen.names import RECORD_MODES
 
 __all__ = [
     "CASSETTE_SUFFIX",
     "PLACEHOLDER",
     "RECORD_MODES",
     "CassetteSession",
+    "CassetteUse",
     "cassette_path",
     "find_unused_cassettes",
+    "live_policy",
     "read_cassette",
+    "recorded_requests",
     "recording",
+    "unused_in_folders",
+    "use_cassette",
 ]
 
 CASSETTE_SUFFIX = ".yaml"
@@ -877,3 +883,108 @@ def recording(
                     session.status = "replayed"
     if session.error is not None:
         raise session.error
+
+
+# -- a test's cassette ----------------------------------------------------------------------------
+
+
+def live_policy(exists: bool, mode: str, loopback: bool) -> str:
+    """Will a cassette's requests go out: ``live``, ``replay`` or ``mixed`` (per request)?"""
+    if mode == "none":
+        # A loopback endpoint sends what its cassette lacks to the live server.
+        if loopback:
+            return "mixed" if exists else "live"
+        return "replay"
+    if mode == "once":
+        return "replay" if exists else "live"
+    if mode == "new_episodes":
+        return "mixed" if exists else "live"
+    return "live"
+
+
+@dataclass
+class CassetteUse:
+    """A test's open cassette and its :func:`live_policy`, as the budget hooks need them."""
+
+    session: CassetteSession
+    policy: str
+
+    def is_live(self, request: Any) -> bool:
+        return self.policy != "replay"
+
+    def replayed(self) -> int:
+        return int(self.session.played)
+
+    def replayed_counter(self) -> Callable[[], int] | None:
+        """:meth:`replayed` where a request may be replayed or go out (``mixed``), else None."""
+        return self.replayed if self.policy == "mixed" else None
+
+
+@contextlib.contextmanager
+def use_cassette(
+    path: Path,
+    *,
+    mode: str,
+    secrets: Sequence[str],
+    secret_headers: Sequence[str],
+    loopback: bool,
+    data: dict[str, Any],
+    reported: Callable[[BaseException], bool] = lambda error: False,
+) -> Iterator[CassetteUse]:
+    """:func:`recording` around a test: its path and final status are noted in the test's
+    ``data``; a :class:`CassetteError` for which ``reported(error)`` is true (the test
+    already failed with it) is not raised a second time."""
+    data["cassette"] = str(path)
+    policy = live_policy(path.exists(), mode, loopback)
+    session: CassetteSession | None = None
+    try:
+        with recording(
+            path,
+            mode=mode,
+            secrets=secrets,
+            secret_headers=secret_headers,
+            loopback_live=loopback,
+        ) as session:
+            try:
+                yield CassetteUse(session, policy)
+            finally:
+                data["cassette_status"] = session.status
+    except CassetteError as exc:
+        if not reported(exc):
+            raise
+    if session is not None:
+        data["cassette_status"] = session.status
+
+
+def recorded_requests(cassette: CassetteUse) -> list[dict[str, Any]] | None:
+    """The JSON bodies of the ``POST .../images/generations`` requests in the cassette, in
+    recorded order, when it is replayed (record mode ``none``, or ``once`` with the file
+    there); None when the requests are recorded or go live."""
+    session = cassette.session
+    if session.mode != "none" and cassette.policy != "replay":
+        return None
+    if not session.path.exists():
+        return None  # mode none: the first request fails naming the file and the command
+    bodies = []
+    for interaction in read_cassette(session.path):
+        recorded = interaction["request"]
+        if recorded.get("method", "").upper() != "POST" or not urlsplit(
+            recorded.get("uri", "")
+        ).path.endswith("/images/generations"):
+            continue
+        try:
+            body = json.loads(recorded.get("body") or b"")
+        except ValueError:
+            continue
+        if isinstance(body, dict):
+            bodies.append(body)
+    return bodies
+
+
+def unused_in_folders(used: Iterable[Path | str]) -> list[Path]:
+    """Cassettes that no test used, in the folders (``<endpoint>/<module>``) of those used."""
+    used_paths = [Path(p) for p in used]
+    unused: list[Path] = []
+    for folder in sorted({p.parent for p in used_paths}):
+        unused.extend(find_unused_cassettes(folder, used_paths))
+    return unused

@@ -20,6 +20,12 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDic
 from pydantic_settings.sources import PydanticBaseSettingsSource
 
 from pytest_imagegen.errors import ConfigError, ModelSeparationError
+from pytest_imagegen.names import (
+    ENV_REFERENCE_DEFECTS,
+    ENV_REFERENCE_LATENCY,
+    LIVE_RECORD_MODES,
+    RECORD_MODES,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -30,8 +36,7 @@ if TYPE_CHECKING:
     import openai
 
     from pytest_imagegen.profiles import Profile
-
-RECORD_MODES = ("none", "once", "new_episodes", "all")
+    from pytest_imagegen.reference import ReferenceServer
 
 # Where a value came from, highest precedence first (shown in the report header).
 SOURCE_CLI = "command line"
@@ -267,7 +272,6 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"
 # The image model of the `env` endpoint when only OPENAI_BASE_URL / OPENAI_API_KEY are set.
 DEFAULT_ENV_IMAGE_MODEL = "gpt-image-1.5"
 DEFAULT_OPENAI_KEY_ENV = "OPENAI_API_KEY"
-LIVE_RECORD_MODES = ("once", "new_episodes", "all")
 
 # The keys a fallback step may override (each one is an `images.generate` parameter).
 FALLBACK_KEYS = (
@@ -2065,3 +2069,76 @@ def _attach_key(
             "--imagegen-record-mode=none to replay cassettes without a key."
         )
     return endpoint
+
+
+# --------------------------------------------------------------------------------------
+# Where the settings come from, and the embedded reference server's own settings
+
+
+def config_file_path(
+    *, given: str | None, ini: str | None, invocation_dir: Path, ini_dir: Path
+) -> Path | None:
+    """The TOML file named on the command line (relative to where pytest was started) or
+    by the ini key (relative to the ini file's folder); None for the default."""
+    if given:
+        return Path(invocation_dir, given)
+    if ini:
+        return Path(ini_dir, str(ini))
+    return None
+
+
+def reference_options(settings: Settings, env: Mapping[str, str]) -> dict[str, Any]:
+    """Keyword arguments for the embedded ``ReferenceServer``: the ``reference`` settings,
+    overridden by the ``IMAGEGEN_REFERENCE_*`` variables. ConfigError for a bad value."""
+    from pytest_imagegen.reference.faults import DEFECTS
+    from pytest_imagegen.reference.server import parse_latency
+
+    configured = settings.reference or {}
+    options: dict[str, Any] = {}
+    latency = configured.get("latency")
+    defects = configured.get("defects")
+    env_latency = (env.get(ENV_REFERENCE_LATENCY) or "").strip()
+    env_defects = (env.get(ENV_REFERENCE_DEFECTS) or "").strip()
+    if env_latency:
+        latency = env_latency
+    if env_defects:
+        defects = [d.strip() for d in env_defects.split(",") if d.strip()]
+    if latency is not None:
+        try:
+            options["latency"] = parse_latency(latency)
+        except ValueError as exc:
+            where = ENV_REFERENCE_LATENCY if env_latency else "reference.latency"
+            raise ConfigError(
+                f"{where}={latency!r}: {exc}. Give seconds (e.g. 2) or per quality "
+                f"(e.g. low=0.5,high=2)."
+            ) from None
+    if defects:
+        unknown = [d for d in defects if d not in DEFECTS]
+        if unknown:
+            where = ENV_REFERENCE_DEFECTS if env_defects else "reference.defects"
+            raise ConfigError(
+                f"{where}: unknown defect(s) {', '.join(unknown)}; known defects: "
+                f"{', '.join(sorted(DEFECTS))}."
+            )
+        options["defects"] = tuple(defects)
+    return options
+
+
+def bind_reference(endpoint: Endpoint, server: ReferenceServer | None) -> Endpoint:
+    """The embedded reference endpoint pointed at a running server (others unchanged).
+
+    With a server latency, its attempts and deadline get room for it: the defaults assume
+    an instant server.
+    """
+    from dataclasses import replace
+
+    if server is None or not endpoint.is_reference or endpoint.base_url:
+        return endpoint
+    changes: dict[str, Any] = {"base_url": server.base_url, "api_key": server.api_key}
+    latency = max(server.latency.values(), default=0.0)
+    if latency > 0:
+        timeout = max(endpoint.timeout_s, 2 * latency + 1)
+        steps = 1 + len(endpoint.fallback)
+        changes["timeout_s"] = timeout
+        changes["deadline_s"] = max(endpoint.deadline_s, timeout * steps + latency + 2)
+    return replace(endpoint, **changes)

@@ -244,6 +244,20 @@ def classify(x: object, /) -> Diagnosis:
         return _internal_error_diagnosis(x, exc)
 
 
+def diagnosis_of(exc: BaseException) -> Diagnosis | None:
+    """The diagnosis a failed test's exception carries, or the classifier's for an error
+    raised by the SDK or the HTTP layer; None for anything else (a bug, an assertion, the
+    plugin's own refusals), which says nothing about the endpoint."""
+    diagnosis = getattr(exc, "diagnosis", None)
+    if isinstance(diagnosis, Diagnosis):
+        return diagnosis
+    if isinstance(exc, (BudgetExceededError, ImagegenError)):
+        return None
+    if type(exc).__module__.split(".")[0] in ("openai", "httpx2"):
+        return classify(exc)
+    return None
+
+
 # ---------------------------------------------------------------------------
 # Evidence gathering
 # ---------------------------------------------------------------------------

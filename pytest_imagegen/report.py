@@ -34,25 +34,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_imagegen._files import atomic_write
-from pytest_imagegen.checks import AREAS as CHECK_AREAS
+from pytest_imagegen.checks.registry import AREAS as CHECK_AREAS
 from pytest_imagegen.errors import mask_secrets as mask_key_shapes
+from pytest_imagegen.latency import percentile, rating
+from pytest_imagegen.testdata import PROPERTY, is_data_entry
 
 if TYPE_CHECKING:
     import pytest
 
+    from pytest_imagegen.config import Settings
+
 SCHEMA = "pytest-imagegen/report"
 SCHEMA_VERSION = 1
-
-#: The name of the user property (and of the report attribute) that carries a test's data.
-PROPERTY = "imagegen"
 
 #: Matrix columns: the suite's areas, then "other" for user tests marked ``imagegen``.
 AREAS = (*CHECK_AREAS, "other")
 OUTCOMES = ("passed", "failed", "skipped")
-
-#: Upper bounds (seconds, inclusive) of the latency ratings of DESIGN.md, judged on p50.
-RATINGS = (("excellent", 3.0), ("good", 8.0), ("acceptable", 15.0))
-POOR = "poor"
 
 #: The endpoint key for tests that name none (a user test marked ``imagegen`` alone).
 NO_ENDPOINT = "(none)"
@@ -79,30 +76,6 @@ def mask_secrets(text: str, secrets: Iterable[str] = ()) -> str:
         if len(secret) >= _MIN_SECRET_LEN:
             text = text.replace(secret, "***")
     return mask_key_shapes(text)
-
-
-def percentile(values: Iterable[float], pct: float) -> float | None:
-    """Nearest-rank percentile: the smallest observed value with at least ``pct`` % of the
-    values at or below it; None for no values.
-
-    Nearest rank never invents a latency nobody saw, and it is well defined for the handful
-    of samples a conformance run produces (p95 of 10 samples is the slowest one).
-    """
-    ordered = sorted(values)
-    if not ordered:
-        return None
-    rank = max(1, math.ceil(pct / 100 * len(ordered)))
-    return ordered[min(rank, len(ordered)) - 1]
-
-
-def rating(p50_s: float | None) -> str | None:
-    """The latency rating of DESIGN.md for a median latency; None without samples."""
-    if p50_s is None:
-        return None
-    for name, limit in RATINGS:
-        if p50_s <= limit:
-            return name
-    return POOR
 
 
 def junit_properties(data: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -135,7 +108,7 @@ def prepare_report(report: pytest.TestReport) -> None:
     data = None
     kept: list[tuple[str, object]] = []
     for entry in report.user_properties:
-        if _is_data_entry(entry):
+        if is_data_entry(entry):
             data = entry[1]
         else:
             kept.append(entry)
@@ -153,7 +126,7 @@ def imagegen_data(report: object) -> dict[str, Any] | None:
         return data
     found = None
     for entry in getattr(report, "user_properties", None) or ():
-        if _is_data_entry(entry):
+        if is_data_entry(entry):
             found = entry[1]
     if isinstance(found, str):  # tolerate a plugin that stored the dict as JSON text
         try:
@@ -161,6 +134,26 @@ def imagegen_data(report: object) -> dict[str, Any] | None:
         except ValueError:
             return None
     return found if isinstance(found, dict) else None
+
+
+def collector_for(settings: Settings | None, *, workers: int | None) -> ReportCollector:
+    """The collector of a run with these settings (None: the settings are invalid)."""
+    import pytest
+
+    from pytest_imagegen import __version__
+
+    run_info: dict[str, Any] = {
+        "pytest": pytest.__version__,
+        "pytest_imagegen": __version__,
+        "workers": workers or 0,
+    }
+    if settings is not None:
+        run_info["record_mode"] = settings.record_mode
+    return ReportCollector(
+        settings_rows=settings.describe() if settings is not None else (),
+        run_info=run_info,
+        deadlines={e.name: e.deadline_s for e in settings.endpoints} if settings else None,
+    )
 
 
 @dataclass
@@ -574,10 +567,6 @@ def render_html(doc: Mapping[str, Any]) -> str:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _is_data_entry(entry: object) -> bool:
-    return isinstance(entry, tuple) and len(entry) == 2 and entry[0] == PROPERTY
 
 
 def _test_entry(record: _Record) -> dict[str, Any]:

@@ -72,7 +72,7 @@ def _runner(check: Check) -> Callable[..., None]:
 
 def imagegen_suite(module: pytest.Module) -> list[pytest.Item]:
     """Make the suite's items (called by the plugin's ``pytest_pycollect_makeitem``)."""
-    from pytest_imagegen.plugin import suite_endpoints
+    from pytest_imagegen.suite import suite_endpoints
 
     endpoints = suite_endpoints(module.config)
     return [

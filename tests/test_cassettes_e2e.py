@@ -35,7 +35,7 @@ import pytest_imagegen.strategies  # noqa: F401
 from pytest_imagegen.cassettes import cassette_path, read_cassette, recording
 from pytest_imagegen.checks import REGISTRY
 from pytest_imagegen.errors import CassetteError
-from pytest_imagegen.plugin import OPTION
+from pytest_imagegen.names import OPTION
 from pytest_imagegen.reference import ReferenceServer
 from pytest_imagegen.reference.server import DEFAULT_API_KEY
 

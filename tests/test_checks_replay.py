@@ -25,7 +25,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pytest_imagegen._scrub import canonical_json_text
-from pytest_imagegen.cassettes import CassetteSession, read_cassette, recording
+from pytest_imagegen.cassettes import (
+    CassetteSession,
+    CassetteUse,
+    read_cassette,
+    recorded_requests,
+    recording,
+)
 from pytest_imagegen.checks import REGISTRY
 from pytest_imagegen.checks.context import CheckContext
 from pytest_imagegen.checks.request_shape import (
@@ -35,7 +41,7 @@ from pytest_imagegen.checks.request_shape import (
 )
 from pytest_imagegen.config import Endpoint
 from pytest_imagegen.errors import CassetteError, ConformanceFailure
-from pytest_imagegen.plugin import OPTION, _Cassette, _recorded_requests
+from pytest_imagegen.names import OPTION
 from pytest_imagegen.profiles import PROFILES, get_profile
 from pytest_imagegen.reference import ReferenceServer
 from pytest_imagegen.request_builder import validate_request
@@ -209,7 +215,7 @@ def test_recorded_requests_are_given_only_when_the_cassette_is_replayed(
         client.images.generate(model=MODEL, prompt="a dog", n=2)
 
     def given_to_checks(mode: str, policy: str, at: Path = path) -> Any:
-        return _recorded_requests(_Cassette(CassetteSession(path=at, mode=mode), policy))
+        return recorded_requests(CassetteUse(CassetteSession(path=at, mode=mode), policy))
 
     # The image requests only, in recorded order, nulls kept.
     expected = [

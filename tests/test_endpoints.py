@@ -20,7 +20,7 @@ import werkzeug.serving  # noqa: F401
 
 import pytest_imagegen.cassettes
 import pytest_imagegen.reference.app  # noqa: F401
-from pytest_imagegen import classify, generate, plugin
+from pytest_imagegen import classify, generate, names
 from pytest_imagegen.config import (
     CLI_ENDPOINT_OPTIONS,
     SOURCE_CLI,
@@ -238,9 +238,9 @@ def test_a_configured_endpoint_named_cli_clashes(tmp_path: Path) -> None:
 
 def test_plugin_options_match_the_settings(pytester: pytest.Pytester) -> None:
     assert tuple(CLI_ENDPOINT_OPTIONS.values()) == (
-        plugin.OPTION_BASE_URL,
-        plugin.OPTION_IMAGE_MODEL,
-        plugin.OPTION_CHAT_MODEL,
+        names.OPTION_BASE_URL,
+        names.OPTION_IMAGE_MODEL,
+        names.OPTION_CHAT_MODEL,
     )
     result = pytester.runpytest("--help")
     result.stdout.fnmatch_lines(

@@ -19,10 +19,9 @@ import pytest_imagegen.cassettes
 import pytest_imagegen.reference.app
 import pytest_imagegen.report
 import pytest_imagegen.strategies  # noqa: F401
-from pytest_imagegen import plugin
+from pytest_imagegen import names, suite
 from pytest_imagegen.cassettes import cassette_path
 from pytest_imagegen.checks import REGISTRY
-from pytest_imagegen.config import RECORD_MODES
 from pytest_imagegen.reference import ReferenceServer
 
 pytest_plugins = ["pytester"]
@@ -64,33 +63,29 @@ def _endpoint_toml(server: ReferenceServer, name: str = "local", **extra: str) -
     return "\n".join(lines) + "\n"
 
 
-def test_record_modes_match_the_settings_model() -> None:
-    assert plugin.RECORD_MODES == RECORD_MODES
-
-
 def test_options_are_in_one_group(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--help")
     result.stdout.fnmatch_lines(
         [
             "image-generation endpoints (pytest-imagegen):",
-            f"*{plugin.OPTION} *collect and run the shipped conformance suite*",
-            f"*{plugin.OPTION_ENDPOINT}=NAME*",
-            f"*{plugin.OPTION_RECORD_MODE}={{none,once,new_episodes,all}}*",
-            f"*{plugin.OPTION_BUDGET}=USD*",
-            f"*{plugin.OPTION_REPORT}=PATH*",
-            f"*{plugin.OPTION_CONFIG}=PATH*",
+            f"*{names.OPTION} *collect and run the shipped conformance suite*",
+            f"*{names.OPTION_ENDPOINT}=NAME*",
+            f"*{names.OPTION_RECORD_MODE}={{none,once,new_episodes,all}}*",
+            f"*{names.OPTION_BUDGET}=USD*",
+            f"*{names.OPTION_REPORT}=PATH*",
+            f"*{names.OPTION_CONFIG}=PATH*",
         ]
     )
-    result.stdout.fnmatch_lines([f"*{plugin.INI_CONFIG} (string):*"])
+    result.stdout.fnmatch_lines([f"*{names.INI_CONFIG} (string):*"])
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        ([f"{plugin.OPTION_BUDGET}=-1"], "*--imagegen-budget: '-1' is not an amount of USD*"),
-        ([f"{plugin.OPTION_BUDGET}=lots"], "*'lots' is not an amount of USD*"),
-        ([f"{plugin.OPTION_RECORD_MODE}=sometimes"], "*invalid choice: 'sometimes'*"),
-        ([f"{plugin.OPTION_ENDPOINT}=Relay!"], "*'Relay!' is not an endpoint name*"),
+        ([f"{names.OPTION_BUDGET}=-1"], "*--imagegen-budget: '-1' is not an amount of USD*"),
+        ([f"{names.OPTION_BUDGET}=lots"], "*'lots' is not an amount of USD*"),
+        ([f"{names.OPTION_RECORD_MODE}=sometimes"], "*invalid choice: 'sometimes'*"),
+        ([f"{names.OPTION_ENDPOINT}=Relay!"], "*'Relay!' is not an endpoint name*"),
     ],
 )
 def test_bad_option_values_are_usage_errors(
@@ -109,7 +104,7 @@ def test_chat_model_as_image_model_stops_the_run_before_any_request(
     monkeypatch.setenv("OPENAI_MODEL", "gpt-4o-all")
     monkeypatch.setenv("OPENAI_API_KEY", key)
     pytester.makepyfile(test_app="def test_app(): pass")
-    result = pytester.runpytest_subprocess(plugin.OPTION)
+    result = pytester.runpytest_subprocess(names.OPTION)
     assert result.ret == pytest.ExitCode.USAGE_ERROR == 4
     result.stderr.fnmatch_lines(["ERROR: *OPENAI_MODEL=gpt-4o-all is a chat model*"])
     result.stderr.fnmatch_lines(["*set OPENAI_IMAGE_MODEL=gpt-image-1*"])
@@ -122,18 +117,18 @@ def test_chat_model_as_image_model_stops_the_run_before_any_request(
 def test_unknown_endpoint_and_bad_reference_settings_are_usage_errors(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    result = pytester.runpytest(plugin.OPTION, f"{plugin.OPTION_ENDPOINT}=relay")
+    result = pytester.runpytest(names.OPTION, f"{names.OPTION_ENDPOINT}=relay")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["ERROR: *relay*"])
-    monkeypatch.setenv(plugin.ENV_REFERENCE_DEFECTS, "drops_n,no_such_defect")
-    result = pytester.runpytest(plugin.OPTION)
+    monkeypatch.setenv(names.ENV_REFERENCE_DEFECTS, "drops_n,no_such_defect")
+    result = pytester.runpytest(names.OPTION)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
         ["ERROR: IMAGEGEN_REFERENCE_DEFECTS: unknown defect(s) no_such_defect*"]
     )
-    monkeypatch.setenv(plugin.ENV_REFERENCE_DEFECTS, "")
-    monkeypatch.setenv(plugin.ENV_REFERENCE_LATENCY, "fast")
-    result = pytester.runpytest(plugin.OPTION)
+    monkeypatch.setenv(names.ENV_REFERENCE_DEFECTS, "")
+    monkeypatch.setenv(names.ENV_REFERENCE_LATENCY, "fast")
+    result = pytester.runpytest(names.OPTION)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["ERROR: IMAGEGEN_REFERENCE_LATENCY='fast': *low=0.5,high=2*"])
 
@@ -146,7 +141,7 @@ def test_without_the_option_the_suite_is_not_collected(pytester: pytest.Pytester
 
 def test_option_collects_only_the_suite_when_no_path_is_given(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_app="def test_app(): pass")
-    result = pytester.runpytest(plugin.OPTION, "--collect-only", "-q")
+    result = pytester.runpytest(names.OPTION, "--collect-only", "-q")
     ids = [line for line in result.stdout.lines if "::" in line]
     assert ids == [
         f"pytest_imagegen/suites/test_conformance.py::{check_id}[reference]"
@@ -161,20 +156,20 @@ def test_explicit_paths_are_collected_with_the_suite_whatever_python_files_says(
 ) -> None:
     pytester.makeini("[pytest]\npython_files = check_*.py\n")
     pytester.makepyfile(check_app="def test_app(): pass")
-    result = pytester.runpytest(plugin.OPTION, "check_app.py", "--collect-only", "-q")
+    result = pytester.runpytest(names.OPTION, "check_app.py", "--collect-only", "-q")
     result.stdout.fnmatch_lines(["check_app.py::test_app"])
     suite = [line for line in result.stdout.lines if "test_conformance.py::" in line]
     assert len(suite) == len(REGISTRY)
 
 
 def test_naming_the_suite_file_keeps_the_users_selection(pytester: pytest.Pytester) -> None:
-    node = f"{plugin.suite_path()}::separation.image_model_is_image[reference]"
-    result = pytester.runpytest(plugin.OPTION, node, "--collect-only", "-q")
+    node = f"{suite.suite_path()}::separation.image_model_is_image[reference]"
+    result = pytester.runpytest(names.OPTION, node, "--collect-only", "-q")
     result.stdout.fnmatch_lines(["*1 test collected*"])
 
 
 def test_select_checks_by_name_with_k(pytester: pytest.Pytester) -> None:
-    result = pytester.runpytest(plugin.OPTION, "-k", "separation", "-v")
+    result = pytester.runpytest(names.OPTION, "-k", "separation", "-v")
     result.assert_outcomes(passed=sum(1 for c in REGISTRY if c.startswith("separation.")))
     result.stdout.fnmatch_lines(
         ["*test_conformance.py::separation.image_call_carries_image_model[[]reference[]] PASSED*"]
@@ -192,8 +187,8 @@ def test_select_checks_by_name_with_k(pytester: pytest.Pytester) -> None:
 def test_failure_shows_the_check_message_category_and_hint(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(plugin.ENV_REFERENCE_DEFECTS, "auth_wrong_status")
-    result = pytester.runpytest(plugin.OPTION, "-k", "wrong_key")
+    monkeypatch.setenv(names.ENV_REFERENCE_DEFECTS, "auth_wrong_status")
+    result = pytester.runpytest(names.OPTION, "-k", "wrong_key")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
         [
@@ -211,7 +206,7 @@ def test_suite_runs_against_a_configured_endpoint_and_skips_fault_checks(
     pytester: pytest.Pytester, local: ReferenceServer
 ) -> None:
     pytester.makepyprojecttoml(_endpoint_toml(local))
-    result = pytester.runpytest(plugin.OPTION, "-k", "separation or errors", "-rs")
+    result = pytester.runpytest(names.OPTION, "-k", "separation or errors", "-rs")
     outcomes = result.parseoutcomes()
     assert outcomes.get("failed", 0) == 0, result.stdout.str()
     # Against an ordinary endpoint no fault can be scripted: those checks are skipped, and
@@ -300,7 +295,7 @@ def test_client_fixture_generates_through_a_cassette(
             assert image.data[0].b64_json
         """
     )
-    record = pytester.runpytest(f"{plugin.OPTION_RECORD_MODE}=once", "--imagegen-report=r.json")
+    record = pytester.runpytest(f"{names.OPTION_RECORD_MODE}=once", "--imagegen-report=r.json")
     record.assert_outcomes(passed=1)
     cassette = cassette_path(
         pytester.path / "cassettes", "local", "test_app.py", "test_generate[local]"
@@ -336,7 +331,7 @@ def test_budget_guard_fails_the_request_that_would_pass_the_cap(
             )
         """
     )
-    result = pytester.runpytest(f"{plugin.OPTION_BUDGET}=0.025", "-p", "no:randomly")
+    result = pytester.runpytest(f"{names.OPTION_BUDGET}=0.025", "-p", "no:randomly")
     result.assert_outcomes(passed=2, failed=1)
     result.stdout.fnmatch_lines(
         ["*would spend $0.0110, $0.0030 of $0.0250 left; raise --imagegen-budget*"]
@@ -416,7 +411,7 @@ def test_listen_address_is_an_override_point(pytester: pytest.Pytester) -> None:
 def test_reference_latency_gives_the_embedded_endpoint_room(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(plugin.ENV_REFERENCE_LATENCY, "low=0.5,high=2")
+    monkeypatch.setenv(names.ENV_REFERENCE_LATENCY, "low=0.5,high=2")
     pytester.makepyfile(
         test_app="""
         def test_room(imagegen_endpoint, imagegen_reference):
@@ -450,19 +445,19 @@ def test_fixtures_and_markers_have_help(pytester: pytest.Pytester) -> None:
 
 
 def test_ini_key_names_the_config_file(pytester: pytest.Pytester, local: ReferenceServer) -> None:
-    pytester.makeini(f"[pytest]\n{plugin.INI_CONFIG} = ci/imagegen.toml\n")
+    pytester.makeini(f"[pytest]\n{names.INI_CONFIG} = ci/imagegen.toml\n")
     config = pytester.path / "ci" / "imagegen.toml"
     config.parent.mkdir()
     config.write_text(_endpoint_toml(local).replace("[[tool.imagegen.endpoints]]", "[[endpoints]]"))
-    result = pytester.runpytest(plugin.OPTION, "--collect-only", "-q")
+    result = pytester.runpytest(names.OPTION, "--collect-only", "-q")
     result.stdout.fnmatch_lines(["*separation.image_model_is_image[[]local[]]"])
 
 
 def test_junit_properties_carry_category_latency_and_cost(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(plugin.ENV_REFERENCE_DEFECTS, "auth_wrong_status")
-    pytester.runpytest(plugin.OPTION, "-k", "wrong_key or schema", "--junitxml=junit.xml")
+    monkeypatch.setenv(names.ENV_REFERENCE_DEFECTS, "auth_wrong_status")
+    pytester.runpytest(names.OPTION, "-k", "wrong_key or schema", "--junitxml=junit.xml")
     xml = (pytester.path / "junit.xml").read_text()
     assert '<property name="imagegen_category" value="server"' in xml
     assert '<property name="imagegen_check" value="response_shape.schema"' in xml
@@ -492,7 +487,7 @@ def test_marked_test_with_its_own_client_gets_a_cassette(
             pass
         """
     )
-    pytester.runpytest(f"{plugin.OPTION_RECORD_MODE}=once").assert_outcomes(passed=2)
+    pytester.runpytest(f"{names.OPTION_RECORD_MODE}=once").assert_outcomes(passed=2)
     cassettes = pytester.path / "cassettes"
     cassette = cassette_path(cassettes, "local", "test_app.py", "test_app_code")
     assert cassette.is_file(), list(cassettes.rglob("*"))

@@ -21,7 +21,7 @@ import pytest_imagegen.reference.app
 import pytest_imagegen.report
 import pytest_imagegen.strategies  # noqa: F401
 from pytest_imagegen.checks import REGISTRY
-from pytest_imagegen.plugin import OPTION, OPTION_BUDGET
+from pytest_imagegen.names import OPTION, OPTION_BUDGET
 from pytest_imagegen.reference import ReferenceServer
 
 pytest_plugins = ["pytester"]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_imagegen import plugin
+from pytest_imagegen import names, plugin
 from pytest_imagegen.checks import REGISTRY
 from pytest_imagegen.reference import DEFECTS, FAULTS
 
@@ -22,15 +22,15 @@ def test_every_check_is_in_the_catalogue(check_id: str) -> None:
 @pytest.mark.parametrize(
     "option",
     [
-        plugin.OPTION,
-        plugin.OPTION_ENDPOINT,
-        plugin.OPTION_RECORD_MODE,
-        plugin.OPTION_BUDGET,
-        plugin.OPTION_REPORT,
-        plugin.OPTION_CONFIG,
-        plugin.INI_CONFIG,
-        plugin.ENV_REFERENCE_LATENCY,
-        plugin.ENV_REFERENCE_DEFECTS,
+        names.OPTION,
+        names.OPTION_ENDPOINT,
+        names.OPTION_RECORD_MODE,
+        names.OPTION_BUDGET,
+        names.OPTION_REPORT,
+        names.OPTION_CONFIG,
+        names.INI_CONFIG,
+        names.ENV_REFERENCE_LATENCY,
+        names.ENV_REFERENCE_DEFECTS,
     ],
 )
 def test_every_option_is_documented(option: str) -> None:

@@ -24,7 +24,7 @@ import pytest_imagegen.reference.app
 import pytest_imagegen.report
 import pytest_imagegen.strategies  # noqa: F401
 from pytest_imagegen.checks import REGISTRY
-from pytest_imagegen.plugin import ENV_REFERENCE_DEFECTS, OPTION, OPTION_RECORD_MODE
+from pytest_imagegen.names import ENV_REFERENCE_DEFECTS, OPTION, OPTION_RECORD_MODE
 from pytest_imagegen.reference import DEFECTS
 
 pytest_plugins = ["pytester"]

@@ -1,0 +1,248 @@
+"""The shipped suite and the tests that use imagegen fixtures: finding and adding the suite
+file, its node ids, the ``imagegen`` marker, parametrising by endpoint, each test's data.
+
+Standard library and pytest only at import: the plugin imports this module in every run.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from pytest_imagegen.names import (
+    MARKER,
+    MARKER_KEYS,
+    MARKER_LIVE,
+    OPTION_RECORD_MODE,
+    RECORD_MODES,
+)
+from pytest_imagegen.state import run_state
+from pytest_imagegen.testdata import PROPERTY, find_data, new_data
+
+if TYPE_CHECKING:
+    from pytest_imagegen.config import Endpoint, Settings
+
+#: The shipped suite: a package installed as ``pytest_imagegen.suites``, its test file, the
+#: module attribute that makes its items, and the module name its cassettes are filed under.
+SUITE_PACKAGE = "pytest_imagegen.suites"
+SUITE_FILE = "test_conformance.py"
+SUITE_ATTRIBUTE = "imagegen_suite"
+SUITE_CASSETTE_MODULE = "conformance"
+
+
+# --------------------------------------------------------------------------- the suite file
+
+
+def suite_path() -> Path:
+    """The shipped suite's test file (source checkout or installed wheel alike)."""
+    spec = importlib.util.find_spec(SUITE_PACKAGE)
+    locations = list(spec.submodule_search_locations or ()) if spec is not None else []
+    for location in locations:
+        candidate = Path(location, SUITE_FILE)
+        if candidate.is_file():
+            return candidate.resolve()
+    raise pytest.UsageError(
+        f"the shipped conformance suite ({SUITE_PACKAGE}/{SUITE_FILE}) is not installed; "
+        f"reinstall pytest-imagegen (pip install --force-reinstall pytest-imagegen)."
+    )
+
+
+def add_suite(config: pytest.Config) -> None:
+    """Add the suite file to what pytest collects: alone when the user named no path, next to
+    the user's paths otherwise. The file itself is passed, so ``python_files`` cannot hide it."""
+    suite = suite_path()
+    if config.args_source != pytest.Config.ArgsSource.ARGS:
+        config.args[:] = [str(suite)]
+        return
+    base = Path(config.invocation_params.dir)
+    for arg in config.args:
+        target = Path(base, arg.split("::", 1)[0]).resolve()
+        if target == suite or target in suite.parents:
+            return  # the user already names the suite (or a folder holding it)
+    config.args.append(str(suite))
+
+
+def suite_module(module_path: Path, parent: Any) -> pytest.Module | None:
+    """The suite's module node when it is installed outside the rootdir (None otherwise).
+
+    Installed in site-packages, the suite lies outside the rootdir, where pytest would give
+    it an empty node id ("::check[endpoint]"); it is named by its package path instead.
+    """
+    if module_path.name != SUITE_FILE or not run_state(parent.config).enabled:
+        return None
+    try:
+        module_path.relative_to(parent.config.rootpath)
+        return None
+    except ValueError:
+        pass
+    if module_path.resolve() != suite_path():
+        return None
+    nodeid = SUITE_PACKAGE.replace(".", "/") + "/" + SUITE_FILE
+    return pytest.Module.from_parent(parent, path=module_path, nodeid=nodeid)
+
+
+def suite_endpoints(config: pytest.Config) -> tuple[Endpoint, ...]:
+    """The endpoints the suite runs against (a configuration error fails collection)."""
+    return run_state(config).settings_or_fail().selected_endpoints()
+
+
+# --------------------------------------------------------------------------- the marker
+
+
+@dataclass(frozen=True)
+class MarkerOptions:
+    """The arguments of a test's ``@pytest.mark.imagegen`` (None: not given)."""
+
+    endpoints: tuple[str, ...] | None = None
+    profile: str | None = None
+    record_mode: str | None = None
+
+
+def marker_options(node: pytest.Item | Any) -> MarkerOptions:
+    """The closest ``imagegen`` marker's arguments; a misuse fails the test with its fix."""
+    marker = node.get_closest_marker(MARKER) if node is not None else None
+    if marker is None:
+        return MarkerOptions()
+    where = f"@pytest.mark.{MARKER} on {getattr(node, 'nodeid', node)}"
+    if marker.args:
+        pytest.fail(
+            f"{where}: takes keyword arguments only ({', '.join(MARKER_KEYS)})", pytrace=False
+        )
+    unknown = sorted(set(marker.kwargs) - set(MARKER_KEYS))
+    if unknown:
+        pytest.fail(
+            f"{where}: unknown argument(s) {', '.join(unknown)}; use {', '.join(MARKER_KEYS)}",
+            pytrace=False,
+        )
+    endpoints = marker.kwargs.get("endpoints")
+    if isinstance(endpoints, str):
+        endpoints = (endpoints,)
+    elif endpoints is not None:
+        endpoints = tuple(endpoints)
+        if not all(isinstance(e, str) for e in endpoints):
+            pytest.fail(f"{where}: endpoints must be a list of endpoint names", pytrace=False)
+    mode = marker.kwargs.get("record_mode")
+    if mode is not None and mode not in RECORD_MODES:
+        pytest.fail(
+            f"{where}: record_mode={mode!r} is not one of {', '.join(RECORD_MODES)}", pytrace=False
+        )
+    profile = marker.kwargs.get("profile")
+    if profile is not None and not isinstance(profile, str):
+        pytest.fail(f"{where}: profile must be a profile name such as 'gpt-image-1'", pytrace=False)
+    return MarkerOptions(endpoints, profile, mode)
+
+
+def record_mode(item: pytest.Item, settings: Settings) -> str:
+    """The test's record mode: its marker's, else the run's."""
+    return marker_options(item).record_mode or settings.record_mode
+
+
+def live_skip_reason(item: pytest.Item) -> str | None:
+    """Why a test marked ``imagegen_live`` cannot run in this run (None: it can)."""
+    if item.get_closest_marker(MARKER_LIVE) is None:
+        return None
+    settings = run_state(item.config).settings_or_fail()
+    mode = record_mode(item, settings)
+    name = item_endpoint_name(item)
+    endpoint = next((e for e in settings.endpoints if e.name == name), None)
+    if mode == "none" and (endpoint is None or not endpoint.is_loopback):
+        which = f"endpoint {name!r}" if name else "the endpoint"
+        return (
+            f"needs a live endpoint: {which} is replayed from cassettes (record mode none); "
+            f"run with {OPTION_RECORD_MODE}=once (or new_episodes/all) to run it live"
+        )
+    return None
+
+
+def _profile_matches(endpoint: Endpoint, profile: str) -> bool:
+    p = endpoint.profile
+    return profile in (p.name, p.family, p.parent)
+
+
+def parametrize_endpoints(metafunc: pytest.Metafunc) -> None:
+    """Run a test using ``imagegen_endpoint`` once per selected endpoint its marker allows
+    (one skipped case naming why when none is left)."""
+    if "imagegen_endpoint" not in metafunc.fixturenames:
+        return
+    for mark in metafunc.definition.iter_markers("parametrize"):
+        names = mark.args[0] if mark.args else mark.kwargs.get("argnames", "")
+        if "imagegen_endpoint" in (
+            names.replace(" ", "").split(",") if isinstance(names, str) else names
+        ):
+            return  # the user parametrizes it explicitly
+    settings = run_state(metafunc.config).settings_or_fail()
+    options = marker_options(metafunc.definition)
+    endpoints = list(settings.selected_endpoints())
+    reason = ""
+    if options.endpoints is not None:
+        known = {e.name for e in settings.endpoints}
+        unknown = [n for n in options.endpoints if n not in known]
+        if unknown:
+            pytest.fail(
+                f"@pytest.mark.{MARKER}(endpoints=...) on {metafunc.definition.nodeid} names "
+                f"unknown endpoint(s) {', '.join(unknown)}; configured: {', '.join(sorted(known))}",
+                pytrace=False,
+            )
+        endpoints = [e for e in endpoints if e.name in options.endpoints]
+        reason = f"none of the endpoints {', '.join(options.endpoints)} is selected"
+    if options.profile is not None:
+        endpoints = [e for e in endpoints if _profile_matches(e, options.profile)]
+        reason = f"no selected endpoint has profile {options.profile!r}"
+    if not endpoints:
+        metafunc.parametrize(
+            "imagegen_endpoint",
+            [pytest.param(None, marks=pytest.mark.skip(reason=reason), id="no-endpoint")],
+            indirect=True,
+        )
+        return
+    names = [e.name for e in endpoints]
+    metafunc.parametrize("imagegen_endpoint", names, ids=names, indirect=True)
+
+
+# --------------------------------------------------------------------------- items
+
+
+def uses_imagegen(item: pytest.Item) -> bool:
+    """Is ``item`` a suite check, or a test using an imagegen fixture or marker?"""
+    if getattr(item, "imagegen_check", None) is not None:
+        return True
+    fixtures = getattr(item, "fixturenames", ())
+    return (
+        "imagegen_endpoint" in fixtures
+        or "imagegen_client" in fixtures
+        or item.get_closest_marker(MARKER) is not None
+    )
+
+
+def item_endpoint_name(item: pytest.Item) -> str | None:
+    """The endpoint ``item`` runs against, when it names one."""
+    name = getattr(item, "imagegen_endpoint_name", None)
+    if name is not None:
+        return name
+    callspec = getattr(item, "callspec", None)
+    value = callspec.params.get("imagegen_endpoint") if callspec is not None else None
+    return value if isinstance(value, str) else None
+
+
+def item_data(item: pytest.Item) -> dict[str, Any]:
+    """The per-test report data of ``item`` (created on first use)."""
+    data = find_data(item.user_properties)
+    if data is not None:
+        return data
+    check = getattr(item, "imagegen_check", None)
+    data = new_data(
+        endpoint=item_endpoint_name(item),
+        check=check.id if check is not None else None,
+        area=check.area if check is not None else None,
+    )
+    item.user_properties.append((PROPERTY, data))
+    return data
+
+
+def existing_data(item: pytest.Item) -> dict[str, Any] | None:
+    """The per-test report data of ``item`` if it has any (never creates it)."""
+    return find_data(item.user_properties)
