@@ -66,7 +66,8 @@ class RunState:
     def settings(self) -> Settings:
         """The resolved settings; ConfigError (with the config module's message) if invalid."""
         if self._settings is None:
-            from pytest_imagegen.config import ConfigError, load_settings
+            from pytest_imagegen.config import load_settings
+            from pytest_imagegen.errors import ConfigError
 
             if self._error is not None:
                 raise ConfigError(self._error)

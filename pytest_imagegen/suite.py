@@ -221,7 +221,7 @@ def uses_imagegen(item: pytest.Item) -> bool:
 def item_endpoint_name(item: pytest.Item) -> str | None:
     """The endpoint ``item`` runs against, when it names one."""
     name = getattr(item, "imagegen_endpoint_name", None)
-    if name is not None:
+    if isinstance(name, str):
         return name
     callspec = getattr(item, "callspec", None)
     value = callspec.params.get("imagegen_endpoint") if callspec is not None else None

@@ -31,7 +31,7 @@ from urllib.parse import parse_qs
 
 if TYPE_CHECKING:
     from pytest_imagegen.reference.faults import Fault
-    from pytest_imagegen.reference.server import ReferenceServer
+    from pytest_imagegen.reference.host import Host
 
 _MAX_ADMIN_BODY = 1024 * 1024
 
@@ -82,7 +82,7 @@ def _body(environ: Mapping[str, Any]) -> dict[str, Any]:
     return doc
 
 
-def _authorized(server: ReferenceServer, environ: Mapping[str, Any]) -> bool:
+def _authorized(server: Host, environ: Mapping[str, Any]) -> bool:
     scheme, _, token = str(environ.get("HTTP_AUTHORIZATION", "")).partition(" ")
     expected = server.admin_key or ""
     return (
@@ -92,7 +92,7 @@ def _authorized(server: ReferenceServer, environ: Mapping[str, Any]) -> bool:
     )
 
 
-def state(server: ReferenceServer) -> dict[str, Any]:
+def state(server: Host) -> dict[str, Any]:
     """What ``GET /_admin/state`` answers."""
     return {
         "faults": [fault_to_dict(f) for f in server.faults.pending],
@@ -105,7 +105,7 @@ def state(server: ReferenceServer) -> dict[str, Any]:
 
 
 def handle_admin(
-    server: ReferenceServer, environ: Mapping[str, Any], start_response: Callable[..., Any]
+    server: Host, environ: Mapping[str, Any], start_response: Callable[..., Any]
 ) -> Iterable[bytes]:
     """Answer one control-API request (the caller checked the server has an admin key)."""
     if not _authorized(server, environ):
@@ -125,9 +125,7 @@ def handle_admin(
     return _respond(start_response, status, payload)
 
 
-def _dispatch(
-    server: ReferenceServer, method: str, what: str, environ: Mapping[str, Any]
-) -> tuple[int, Any]:
+def _dispatch(server: Host, method: str, what: str, environ: Mapping[str, Any]) -> tuple[int, Any]:
     if (method, what) == ("GET", "state"):
         return 200, state(server)
     if (method, what) == ("POST", "faults"):

@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from pytest_imagegen.reference.faults import Fault
 from pytest_imagegen.reference.log import (
@@ -35,8 +35,7 @@ from pytest_imagegen.reference.log import (
 
 if TYPE_CHECKING:
     from pytest_imagegen.profiles import Profile
-    from pytest_imagegen.reference.faults import DefectSet, FaultScript
-    from pytest_imagegen.reference.log import RequestLog
+    from pytest_imagegen.reference.host import Host
 
 # One line per finished request, for `python -m pytest_imagegen serve` (off unless configured).
 access_log = logging.getLogger("pytest_imagegen.reference.access")
@@ -286,35 +285,9 @@ def client_gone(sock: socket.socket | None) -> bool:
         return True
 
 
-class Host(Protocol):
-    """What the app reads and calls on the server that runs it (``ReferenceServer``): its
-    configuration, its scripted faults and defects, the request log and the image store."""
-
-    api_keys: tuple[str, ...]
-    models: Mapping[str, Profile]
-    chat_models: tuple[str, ...]
-    default_model: str
-    secret_headers: tuple[str, ...]
-    max_stall_s: float
-    max_files: int
-    defects: DefectSet
-    faults: FaultScript
-    log: RequestLog
-
-    @property
-    def release(self) -> threading.Event: ...
-    @property
-    def served_model_names(self) -> list[str]: ...
-    def latency_for(self, quality: str) -> float: ...
-    def model_kind(self, model: str) -> str: ...
-    def resolve_model(self, model: Any, body: Mapping[str, Any]) -> tuple[str, Profile | None]: ...
-    def record_error(self, exc: BaseException) -> None: ...
-    def store_image(self, data: bytes, fmt: str, *, host: str) -> str: ...
-    def stored_image(self, name: str) -> tuple[bytes, str] | None: ...
-
-
 class ReferenceApp:
-    """The WSGI callable; all state lives on the :class:`Host` that runs it."""
+    """The WSGI callable; all state lives on the server that runs it (see
+    :class:`~pytest_imagegen.reference.host.Host`)."""
 
     def __init__(self, server: Host) -> None:
         self.server = server
