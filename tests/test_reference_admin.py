@@ -132,7 +132,7 @@ def test_reset_and_check_behave_as_on_a_local_server(admin_server, remote, monke
     remote.reset()
     assert not admin_server.faults.pending and not admin_server.defects
     remote.check()
-    admin_server._record_error(RuntimeError("boom"))
+    admin_server.record_error(RuntimeError("boom"))
     with pytest.raises(ReferenceServerError, match="boom"):
         remote.check()
     remote.reset()
