@@ -25,6 +25,7 @@ class Host(Protocol):
     accept_any_key: bool
     admin_key: str | None
     models: Mapping[str, Profile]
+    deployments: dict[str, str]  # Azure-style deployment name -> model
     chat_models: tuple[str, ...]
     default_model: str
     secret_headers: tuple[str, ...]
