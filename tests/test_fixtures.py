@@ -104,5 +104,5 @@ def test_isolated_re_raises_a_server_error_and_still_resets() -> None:
     with ReferenceServer() as server:
         with pytest.raises(ReferenceServerError), server.isolated():
             server.faults.add("quota", times=3)
-            server._record_error(RuntimeError("boom"))
+            server.record_error(RuntimeError("boom"))
         assert len(server.faults) == 0 and not server.errors
