@@ -57,7 +57,7 @@ def _key(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command-line parser (exposed for the README and tests)."""
+    """The command-line parser (exposed for the documentation and tests)."""
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Tools of pytest-imagegen. `serve` runs the OpenAI-compatible reference "
@@ -71,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
         "POST /v1/chat/completions, GET /v1/models) until Ctrl-C. Prints the base URL and "
         "the API key to give your app.",
         epilog="defects: " + ", ".join(sorted(DEFECTS)) + ". Faults are scripted from tests "
-        "(server.faults.add); there are " + str(len(FAULTS)) + " of them, see the README.",
+        "(server.faults.add); there are " + str(len(FAULTS)) + " of them, see "
+        "docs/reference-server.md.",
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument(

@@ -240,7 +240,7 @@ class Endpoint:
 
 
 # --------------------------------------------------------------------------------------
-# Constants users see in messages and the README
+# Constants users see in messages and the documentation
 
 REFERENCE_ENDPOINT_NAME = "reference"
 ENV_ENDPOINT_NAME = "env"

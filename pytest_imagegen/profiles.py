@@ -129,7 +129,7 @@ class SizeRule:
         return None
 
     def describe(self) -> str:
-        """The rule in one phrase, for error messages and the README."""
+        """The rule in one phrase, for error messages and the documentation."""
         parts = []
         if self.multiple_of > 1:
             parts.append(f"both sides multiples of {self.multiple_of}")

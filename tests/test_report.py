@@ -33,7 +33,7 @@ from pytest_imagegen.report import (
 THUMB = base64.b64encode(thumbnail_png(make_image(64, 48, "png"))).decode("ascii")
 SECRET = "sk-proj-abcdefghijklmnop0123456789"
 
-# The structure of schema version 1, as documented in the README ("Reports").
+# The structure of schema version 1, as documented in docs/reports.md.
 _COUNTS = {
     "type": "object",
     "required": ["passed", "failed", "skipped"],
