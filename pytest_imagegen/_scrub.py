@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
+import functools
 import gzip
 import hashlib
 import json
@@ -18,89 +18,25 @@ import re
 import struct
 import zlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import (
     parse_qsl,
-    quote,
-    quote_plus,
     urlencode,
-    urlsplit,
-    urlunsplit,
 )
 
 from vcr.request import Request
 
 from pytest_imagegen.bounds import CUT_PREFIX_BYTES, cut_marker, find_cut
+from pytest_imagegen.redact import MIN_SECRET_LEN, PLACEHOLDER, Redactor, header_values
 
-#: What every scrubbed value becomes, in headers, URLs and bodies alike.
-PLACEHOLDER = "<imagegen:scrubbed>"
-
-#: Header names whose values are always secret (compared case-insensitively).
-SECRET_HEADERS = frozenset(
-    {
-        "authorization",
-        "proxy-authorization",
-        "api-key",
-        "x-api-key",
-        "openai-organization",
-        "openai-project",
-        "cookie",
-        "set-cookie",
-        "x-goog-api-key",
-        "ocp-apim-subscription-key",
-    }
-)
-
-#: Query parameter names whose values are always secret.
-SECRET_QUERY_PARAMS = frozenset(
-    {"key", "api-key", "api_key", "apikey", "token", "access_token", "sig", "signature"}
-)
-
-# Field names (lower case, "-" and "_" removed) that name secrets in JSON and form bodies.
-_SECRET_FIELDS = frozenset(
-    {
-        "apikey",
-        "key",
-        "token",
-        "secret",
-        "password",
-        "passwd",
-        "pwd",
-        "authorization",
-        "auth",
-        "accesstoken",
-        "refreshtoken",
-        "idtoken",
-        "authtoken",
-        "sessiontoken",
-        "bearertoken",
-        "clientsecret",
-        "privatekey",
-        "secretkey",
-        "apisecret",
-        "credentials",
-        "sig",
-        "signature",
-    }
-)
-# Suffixes (after normalising "-" to "_") that make a field secret: "relay_api_key",
-# "bot_token". "_tokens" is deliberately not one: usage counters are called "input_tokens".
-_SECRET_SUFFIXES = ("_api_key", "_apikey", "_token", "_secret", "_password", "_access_key")
-
-# Free-text replacement of configured secrets below this length would mangle ordinary text
-# (a 3-character value occurs everywhere); such values are still scrubbed where they are
-# structurally known (header values, named fields).
-MIN_SECRET_LEN = 4
+# Re-exported: cassettes and their tests name these from here.
+__all__ = ["MIN_SECRET_LEN", "PLACEHOLDER", "ImageRecord", "Scrubber", "compact_png", "shrink"]
 
 # A request-body string at least this long that decodes to an image is matched by digest.
 _MIN_EMBEDDED_IMAGE_CHARS = 256
 
 _IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a")
-
-
-def _normal_name(name: str) -> str:
-    return name.strip().lower().replace("-", "_")
 
 
 def _sniff(data: bytes) -> str | None:
@@ -133,20 +69,17 @@ class ImageRecord:
 
 
 @dataclass(frozen=True)
-class Scrubber:
+class Scrubber(Redactor):
     """Scrubs secrets from requests and responses and shrinks images in responses.
 
-    ``secrets`` are literal values (API keys, configured header values) removed wherever
-    they occur, also percent-encoded and JSON-escaped; ``secret_headers`` are extra header
-    names whose values are always removed.
+    What is secret is :mod:`pytest_imagegen.redact`'s policy: headers outside the allowlist,
+    secret-named fields and query parameters, and ``secrets`` (literal values such as API
+    keys and configured header values) wherever they occur. The values of a request's
+    non-allowlisted headers are secrets of that whole interaction (request and response),
+    so a token set at run time is not written even when a server echoes it.
     """
 
-    secrets: tuple[str, ...] = ()
-    secret_headers: frozenset[str] = frozenset()
     shrink_images: bool = True
-    _forms: tuple[str, ...] = field(init=False, repr=False, compare=False)
-    _forms_ci: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
-    _byte_forms: tuple[bytes, ...] = field(init=False, repr=False, compare=False)
 
     @classmethod
     def create(
@@ -156,112 +89,20 @@ class Scrubber:
         secret_headers: Iterable[str] = (),
         shrink_images: bool = True,
     ) -> Scrubber:
-        values = tuple(sorted({s for s in secrets if s and s.strip()}, key=len, reverse=True))
-        names = frozenset(h.strip().lower() for h in secret_headers if h and h.strip())
-        return cls(secrets=values, secret_headers=names, shrink_images=shrink_images)
-
-    def __post_init__(self) -> None:
-        forms: set[str] = set()
-        encoded: set[str] = set()
-        for secret in self.secrets:
-            if len(secret) < MIN_SECRET_LEN or secret in PLACEHOLDER:
-                continue
-            forms.add(secret)
-            forms.add(json.dumps(secret)[1:-1])
-            forms.add(json.dumps(secret, ensure_ascii=False)[1:-1])
-            for form in (
-                quote(secret, safe=""),
-                quote_plus(secret, safe=""),
-                quote(secret),
-                quote(secret, safe="-._~"),
-            ):
-                forms.add(form)
-                if "%" in form:
-                    encoded.add(form)
-        ordered = tuple(sorted(forms, key=len, reverse=True))
-        object.__setattr__(self, "_forms", ordered)
-        # Percent-escapes may come in either case ("%2f" or "%2F").
-        pattern = (
-            re.compile("|".join(re.escape(f) for f in sorted(encoded, key=len, reverse=True)), re.I)
-            if encoded
-            else None
+        return cls(
+            secrets=cls._values(secrets),
+            secret_headers=cls._names(secret_headers),
+            shrink_images=shrink_images,
         )
-        object.__setattr__(self, "_forms_ci", pattern)
-        byte_forms = {f.encode("utf-8", "surrogatepass") for f in ordered}
-        for secret in self.secrets:
-            if len(secret) >= MIN_SECRET_LEN and secret not in PLACEHOLDER:
-                with contextlib.suppress(UnicodeEncodeError):
-                    byte_forms.add(secret.encode("latin-1"))
-        object.__setattr__(self, "_byte_forms", tuple(sorted(byte_forms, key=len, reverse=True)))
 
-    # -- names ---------------------------------------------------------------------------
-
-    def is_secret_header(self, name: str) -> bool:
-        lowered = name.strip().lower()
-        return lowered in SECRET_HEADERS or lowered in self.secret_headers
-
-    def is_secret_field(self, name: str) -> bool:
-        """Whether a JSON/form field or query parameter of this name holds a secret."""
-        lowered = name.strip().lower()
-        if lowered in SECRET_QUERY_PARAMS or self.is_secret_header(lowered):
-            return True
-        normal = _normal_name(name)
-        if normal.replace("_", "") in _SECRET_FIELDS:
-            return True
-        return normal.endswith(_SECRET_SUFFIXES)
-
-    # -- free text ------------------------------------------------------------------------
-
-    def text(self, value: str) -> str:
-        """``value`` with every configured secret (in any known encoding) replaced."""
-        if not self._forms or not value:
-            return value
-        for form in self._forms:
-            if form in value:
-                value = value.replace(form, PLACEHOLDER)
-        if self._forms_ci is not None and "%" in value:
-            value = self._forms_ci.sub(PLACEHOLDER, value)
-        return value
-
-    def data(self, value: bytes) -> bytes:
-        """Like :meth:`text`, for raw bytes."""
-        if not self._forms or not value:
-            return value
-        placeholder = PLACEHOLDER.encode()
-        for form in self._byte_forms:
-            if form in value:
-                value = value.replace(form, placeholder)
-        if self._forms_ci is not None and b"%" in value:
-            try:
-                decoded = value.decode("utf-8")
-            except UnicodeDecodeError:
-                return value
-            value = self._forms_ci.sub(PLACEHOLDER, decoded).encode("utf-8")
-        return value
-
-    def url(self, url: str) -> str:
-        """A URL without credentials: userinfo and secret query parameters replaced."""
-        try:
-            parts = urlsplit(url)
-        except ValueError:
-            return self.text(url)
-        netloc = parts.netloc
-        if "@" in netloc:
-            netloc = PLACEHOLDER + "@" + netloc.rsplit("@", 1)[1]
-        query = parts.query
-        if query:
-            pairs = parse_qsl(query, keep_blank_values=True)
-            if any(self.is_secret_field(k) for k, _ in pairs):
-                query = urlencode(
-                    [(k, PLACEHOLDER if self.is_secret_field(k) else v) for k, v in pairs],
-                    safe="<>:",
-                )
-        rebuilt = urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-        return self.text(rebuilt)
+    def for_headers(self, headers: Any) -> Scrubber:
+        """This scrubber with the values of ``headers`` outside the allowlist as secrets."""
+        extra = tuple(header_values(headers or {}))
+        return _with_extra(self, extra) if extra else self
 
     # -- JSON -----------------------------------------------------------------------------
 
-    def json_value(
+    def json_value(  # type: ignore[override]
         self, value: Any, *, images: list[ImageRecord] | None = None, at: str = ""
     ) -> Any:
         """A scrubbed copy of a decoded JSON value; shrinks ``b64_json`` images into ``images``."""
@@ -286,11 +127,7 @@ class Scrubber:
             return [
                 self.json_value(item, images=images, at=f"{at}/{i}") for i, item in enumerate(value)
             ]
-        if isinstance(value, str):
-            if value.startswith(("http://", "https://")):
-                return self.url(value)
-            return self.text(value)
-        return value
+        return super().json_value(value)
 
     def _shrink_b64(self, text: str, pointer: str, images: list[ImageRecord]) -> str:
         try:
@@ -307,15 +144,11 @@ class Scrubber:
 
     def request(self, request: Request) -> tuple[Request, str]:
         """The request as a cassette keeps it, and its canonical body for matching."""
-        headers = {}
-        for name, value in request.headers.items():
-            if self.is_secret_header(name):
-                headers[name] = PLACEHOLDER
-            else:
-                headers[name] = self.text(value) if isinstance(value, str) else value
+        own = self.for_headers(request.headers)
+        headers = {name: own.header(name, value) for name, value in request.headers.items()}
         content_type = _header(request.headers, "content-type")
-        body, canonical = self.request_body(request.body, content_type)
-        scrubbed = Request(request.method, self.url(request.uri), body, headers)
+        body, canonical = own.request_body(request.body, content_type)
+        scrubbed = Request(request.method, own.url(request.uri), body, headers)
         return scrubbed, canonical
 
     def request_body(self, body: Any, content_type: str) -> tuple[bytes | None, str]:
@@ -395,10 +228,7 @@ class Scrubber:
         headers: dict[str, list[Any]] = {}
         for name, values in (response.get("headers") or {}).items():
             values = list(values) if isinstance(values, (list, tuple)) else [values]
-            if self.is_secret_header(name):
-                headers[name] = [PLACEHOLDER for _ in values]
-            else:
-                headers[name] = [self.text(v) if isinstance(v, str) else v for v in values]
+            headers[name] = [self.header(name, v) for v in values]
         body = _body_bytes((response.get("body") or {}).get("string"))
         images: list[ImageRecord] = []
         cut = find_cut(body)
@@ -486,6 +316,19 @@ class Scrubber:
             lines[number] = "data: " + dumped + ending
             event += 1
         return "\n".join(lines).encode("utf-8")
+
+
+@functools.lru_cache(maxsize=256)
+def _with_extra(scrubber: Scrubber, extra: tuple[str, ...]) -> Scrubber:
+    # Cached: vcrpy prepares the same request several times, and compiling the secret forms
+    # of a scrubber costs more than the lookup.
+    values = Scrubber._values([*scrubber.secrets, *extra])
+    return Scrubber(
+        secrets=values,
+        secret_headers=scrubber.secret_headers,
+        placeholder=scrubber.placeholder,
+        shrink_images=scrubber.shrink_images,
+    )
 
 
 # -- images ---------------------------------------------------------------------------------

@@ -119,36 +119,26 @@ class Limits:
     """What each request of a client may take.
 
     ``timeout_s``: wall time of one request, from its start to the last byte of its body.
-    ``deadline``: a ``time.monotonic()`` instant no request may run past (the check's or
-    the test's ``deadline_s``, given as ``deadline_s`` for messages). ``max_body_bytes``:
-    the body size cap, a number or a function of the request (None: no cap).
+    ``deadline``: a ``time.monotonic()`` instant no request may run past (``deadline_s``
+    after the operation began, given as ``deadline_s`` for messages), or a function giving
+    it when a request starts (an operation's window moves on with each operation).
+    ``max_body_bytes``: the body size cap, a number or a function of the request (None: no
+    cap).
     """
 
     timeout_s: float
-    deadline: float | None = None
+    deadline: float | Callable[[], float | None] | None = None
     deadline_s: float | None = None
     max_body_bytes: int | Callable[[Any], int | None] | None = None
-
-    @classmethod
-    def for_endpoint(cls, endpoint: Any, *, started: float | None = None, **changes: Any) -> Limits:
-        """``timeout_s`` per request and ``deadline_s`` from ``started`` (default now)."""
-        start = time.monotonic() if started is None else started
-        deadline_s = float(endpoint.deadline_s)
-        values: dict[str, Any] = {
-            "timeout_s": float(endpoint.timeout_s),
-            "deadline": start + deadline_s,
-            "deadline_s": deadline_s,
-        }
-        values.update(changes)
-        return cls(**values)
 
     def start(self, request: Any = None) -> _Clock:
         now = time.monotonic()
         end = now + max(0.0, self.timeout_s)
         limit = f"the {self.timeout_s:g} s allowed per request (timeout_s={self.timeout_s:g})"
-        if self.deadline is not None and self.deadline < end:
-            end = self.deadline
-            left = max(0.0, self.deadline - now)
+        deadline = self.deadline() if callable(self.deadline) else self.deadline
+        if deadline is not None and deadline < end:
+            end = deadline
+            left = max(0.0, deadline - now)
             limit = (
                 f"the time left before the deadline (deadline_s={self.deadline_s:g}; "
                 f"{left:.2f} s were left when the request started)"
@@ -448,11 +438,12 @@ class BoundedTransport(httpx2.BaseTransport):
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
         limits = request.extensions.get(EXTENSION) or self.limits
         clock = limits.start(request)
+        # Socket operations are clamped by the backend; waiting for a free pooled connection
+        # happens above it, so its timeout is clamped here.
         timeouts = dict(request.extensions.get("timeout") or {})
-        left = clock.left()
-        for key in ("connect", "read", "write", "pool"):
-            given = timeouts.get(key)
-            timeouts[key] = max(_MIN_OP_S, left if given is None else min(given, left))
+        given = timeouts.get("pool")
+        left = max(_MIN_OP_S, clock.left())
+        timeouts["pool"] = left if given is None else min(given, left)
         request.extensions["timeout"] = timeouts
         guard = request.extensions.get("imagegen_connect_guard")
         token = _GUARD.set(guard)

@@ -532,7 +532,7 @@ class ImagegenCassette(Cassette):
                 self._session.live += 1
             return
         scrubbed, key = self._prepare(request)
-        stored = self._scrubber.response(response)
+        stored = self._scrubber.for_headers(request.headers).response(response)
         with self._lock:
             self.data.append((scrubbed, stored))
             self._keys.append(key)

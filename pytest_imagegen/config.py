@@ -26,6 +26,7 @@ from pytest_imagegen.names import (
     LIVE_RECORD_MODES,
     RECORD_MODES,
 )
+from pytest_imagegen.redact import Redactor, is_secret_name, looks_like_key
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -296,15 +297,8 @@ _ENV_VAR_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _API_VERSION_RE = re.compile(r"\d{4}-\d{2}-\d{2}(?:-[a-z]+)?|preview|latest")
 _DEPLOYMENT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,63}")
 _HEADER_NAME_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-# What an API key looks like when pasted into a file: OpenAI style `sk-...` or a bearer token.
-_KEY_SHAPED_RE = re.compile(r"(?:^|[^A-Za-z0-9])sk-[A-Za-z0-9_-]{6,}|^\s*bearer\s+\S{8,}", re.I)
-# Key names that can only hold a credential (compared after lower-casing and '-' -> '_').
-_SECRET_NAMES = frozenset(
-    {"api_key", "apikey", "key", "token", "secret", "password", "passwd", "authorization"}
-)
-_SECRET_SUFFIXES = ("_key", "_token", "_secret", "_password", "_authorization", "_credentials")
-# Query-string keys that carry credentials (Azure and gateways accept `?api-key=`).
-_SECRET_QUERY_KEYS = frozenset({"api_key", "apikey", "key", "token", "access_token", "sig"})
+# What is a credential (a key name, a pasted key) is the one redaction policy's call.
+_REDACT = Redactor.of()
 
 
 # --------------------------------------------------------------------------------------
@@ -916,32 +910,17 @@ def _unknown_endpoint_message(unknown: Sequence[str], known: Sequence[str]) -> s
 
 
 def _mask_url(url: str) -> str:
-    """``url`` with any user-info and credential-like query values replaced by ``***``."""
+    """``url`` with any user-info, credential-named query values and key-shaped text
+    replaced by ``***``."""
     try:
-        parts = urlsplit(url)
+        urlsplit(url)
     except ValueError:
         return "(unparseable URL)"
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = "***@" + netloc.rsplit("@", 1)[1]
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        query = "&".join(
-            f"{k}=***" if _is_secret_name(k) or k.lower() in _SECRET_QUERY_KEYS else f"{k}={v}"
-            for k, v in pairs
-        )
-    prefix = (f"{parts.scheme}:" if parts.scheme else "") + (f"//{netloc}" if netloc else "")
-    rebuilt = f"{prefix}{parts.path}" + (f"?{query}" if query else "")
-    # A key pasted anywhere else (path, an innocently named query key) is masked as well.
-    return re.sub(r"sk-[A-Za-z0-9_-]{6,}", "sk-***", rebuilt)
+    return _REDACT.message(_REDACT.url(url))
 
 
 def _is_secret_name(name: str) -> bool:
-    norm = name.strip().lower().replace("-", "_")
-    if norm.endswith("_env"):
-        return False
-    return norm in _SECRET_NAMES or norm.endswith(_SECRET_SUFFIXES)
+    return is_secret_name(name)
 
 
 def _url_problem(url: str, key_fix: str) -> str | None:
@@ -961,10 +940,10 @@ def _url_problem(url: str, key_fix: str) -> str | None:
         )
     if parts.username is not None or parts.password is not None:
         return f"{_mask_url(url)!r} carries credentials in the URL; remove them and {key_fix}"
-    if _KEY_SHAPED_RE.search(url):
+    if looks_like_key(url):
         return f"{_mask_url(url)!r} holds what looks like an API key; remove it and {key_fix}"
     for key, _value in parse_qsl(parts.query, keep_blank_values=True):
-        if _is_secret_name(key) or key.lower() in _SECRET_QUERY_KEYS:
+        if _is_secret_name(key):
             return (
                 f"{_mask_url(url)!r} carries a credential in its query string ({key}=...); "
                 f"remove it and {key_fix}"
@@ -1057,13 +1036,13 @@ def _check_no_secrets(table: Mapping[str, Any], src: _Source) -> None:
                 sub = (*loc, key)
                 if _is_secret_name(str(key)) and not isinstance(value, (dict, list)):
                     found.append(f"{_loc_text(sub, table, src)} is a credential")
-                elif isinstance(value, str) and _KEY_SHAPED_RE.search(value):
+                elif isinstance(value, str) and looks_like_key(value):
                     found.append(f"{_loc_text(sub, table, src)} holds what looks like an API key")
                 else:
                     walk(value, sub)
         elif isinstance(node, list):
             for i, value in enumerate(node):
-                if isinstance(value, str) and _KEY_SHAPED_RE.search(value):
+                if isinstance(value, str) and looks_like_key(value):
                     found.append(
                         f"{_loc_text((*loc, i), table, src)} holds what looks like an API key"
                     )
@@ -1093,7 +1072,7 @@ def _loc_text(loc: Sequence[str | int], table: Mapping[str, Any], src: _Source) 
         name = None
         if isinstance(items, list) and loc[1] < len(items) and isinstance(items[loc[1]], dict):
             name = items[loc[1]].get("name")
-        shown = isinstance(name, str) and not _KEY_SHAPED_RE.search(name)
+        shown = isinstance(name, str) and not looks_like_key(name)
         label = f' name = "{name}"' if shown else f" #{loc[1] + 1}"
         where = f" ([[{src.table('endpoints')}]]{label})"
     elif len(loc) >= 2 and loc[0] == "profiles":

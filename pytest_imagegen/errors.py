@@ -1000,6 +1000,9 @@ def _chain_text(exc: BaseException) -> str:
 
 
 def _timeout_kind(exc: BaseException) -> str:
+    # pytest_imagegen.bounds words a request that ran out of its total time this way.
+    if "no complete response within" in _chain_text(exc):
+        return "total"
     names = {name for link in _chain(exc) for _, name in _mro(link)}
     if "ConnectTimeout" in names:
         return "connect"
@@ -1706,7 +1709,7 @@ def _hint(
         return f"Rate limited: {wait}, or lower the request rate."
     if category == TIMEOUT:
         hint = _TIMEOUT_HINTS.get(tag, _TIMEOUT_HINTS["read"])
-        if ev.timeout_s is not None and ev.transport is not None:
+        if ev.timeout_s is not None and ev.transport is not None and tag != "total":
             phase = "read" if tag in ("read", "") else tag
             hint = f"No progress within the client's {phase} timeout ({ev.timeout_s:g} s). {hint}"
         return hint
@@ -1797,6 +1800,11 @@ def _hint(
 
 _TIMEOUT_HINTS: Mapping[str, str] = {
     "read": _GENERIC_HINTS[TIMEOUT],
+    "total": (
+        "The answer did not finish within its time limit (the message says which, and how "
+        "much had arrived): a slow or dribbled answer. Raise timeout_s (and deadline_s) if "
+        "the model needs longer, or add a faster fallback step."
+    ),
     "connect": (
         "Could not connect within the connect timeout: the host is unreachable or "
         "firewalled; check base_url, then retry."
@@ -1917,33 +1925,13 @@ def _unknown_hint(ev: _Evidence, tag: str) -> str:
 
 # --- output hygiene -------------------------------------------------------------
 
-_SECRET_RES: tuple[tuple[re.Pattern[str], str], ...] = (
-    # Already masked by the server (sk-VKMIs****wjh3) is left alone: it names the key safely.
-    (re.compile(r"\b((?:sk|pk|rk)-)(?![A-Za-z0-9_\-]{0,12}\*{3})[A-Za-z0-9_\-]{6,}"), r"\1***"),
-    # ... and glued to a preceding word ("tokensk-..."): only key-length runs, to spare words.
-    (re.compile(r"((?:sk|pk|rk)-)(?![A-Za-z0-9_\-]{0,12}\*{3})[A-Za-z0-9_\-]{20,}"), r"\1***"),
-    (re.compile(r"\bAIza[0-9A-Za-z_\-]{20,}"), "AIz***"),
-    (re.compile(r"\beyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]*"), "eyJ***"),
-    (re.compile(r"(?i)\b(bearer\s+)(?!\*)[A-Za-z0-9._~+/=\-]{6,}"), r"\1***"),
-    (
-        re.compile(r"(?i)([?&](?:api[_-]?key|key|token|access_token|sig|code)=)[^&\s\"'<>]+"),
-        r"\1***",
-    ),
-    (
-        re.compile(
-            r"(?i)\b((?:x-)?api[_-]?key|authorization|token)([\"']?\s*[:=]\s*[\"']?)"
-            r"(?!\*)(?!bearer\b)[^\s\"',;]{8,}"
-        ),
-        r"\1\2***",
-    ),
-)
-
 
 def mask_secrets(text: str) -> str:
-    """Replace things that look like API keys or tokens with a masked form."""
-    for pattern, replacement in _SECRET_RES:
-        text = pattern.sub(replacement, text)
-    return text
+    """Replace things that look like API keys or tokens with a masked form (the shapes are
+    :mod:`pytest_imagegen.redact`'s, the one redaction policy)."""
+    from pytest_imagegen.redact import mask_key_shapes
+
+    return mask_key_shapes(text)
 
 
 def _clean_message(text: str | None) -> str:

@@ -158,8 +158,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             if diagnosis is not None:
                 data["category"] = diagnosis.category
                 data["hint"] = diagnosis.hint
-    from pytest_imagegen.report import prepare_report
+    from pytest_imagegen.report import prepare_report, redact_failure
 
+    state = run_state(item.config)
+    if state.enabled:
+        redact_failure(report, state.settings_or_none())
     prepare_report(report)
     return report
 
@@ -376,9 +379,10 @@ def imagegen_client(
         )
         for event, added in measuring_hooks(data).items():
             hooks[event].extend(added)
-        # timeout_s bounds each request as a whole (body included), deadline_s the test.
-        limits = Limits.for_endpoint(
-            endpoint, max_body_bytes=lambda request: endpoint.response_cap(requested_n(request))
+        # timeout_s bounds each request as a whole (body included).
+        limits = Limits(
+            timeout_s=float(endpoint.timeout_s),
+            max_body_bytes=lambda request: endpoint.response_cap(requested_n(request)),
         )
         client = endpoint.client(http_client=bounded_client(limits, event_hooks=hooks))
         try:

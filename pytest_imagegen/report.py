@@ -35,8 +35,8 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_imagegen._files import atomic_write
 from pytest_imagegen.checks.registry import AREAS as CHECK_AREAS
-from pytest_imagegen.errors import mask_secrets as mask_key_shapes
 from pytest_imagegen.latency import percentile, rating
+from pytest_imagegen.redact import Redactor
 from pytest_imagegen.testdata import PROPERTY, is_data_entry
 
 if TYPE_CHECKING:
@@ -57,10 +57,6 @@ NO_ENDPOINT = "(none)"
 WIDTH = 100  # the terminal summary is laid out for 100 columns
 _MESSAGE_MAX = 2000  # characters of a failure message kept in the JSON report
 
-# Secrets must never reach a report even if a message quotes one: OpenAI-style keys and
-# bearer tokens are masked wherever text is written.
-# Shorter configured values would mask ordinary words (the cassette scrubber's limit too).
-_MIN_SECRET_LEN = 4
 _B64 = re.compile(r"^[A-Za-z0-9+/]*={0,2}$")
 
 
@@ -70,12 +66,9 @@ def is_xdist_worker(config: pytest.Config) -> bool:
 
 
 def mask_secrets(text: str, secrets: Iterable[str] = ()) -> str:
-    """``text`` with the given secret values and anything that looks like an API key or a
-    bearer token masked."""
-    for secret in sorted(secrets, key=len, reverse=True):
-        if len(secret) >= _MIN_SECRET_LEN:
-            text = text.replace(secret, "***")
-    return mask_key_shapes(text)
+    """``text`` with the given secret values (also percent- or JSON-encoded) and anything
+    that looks like an API key or a bearer token masked (:mod:`pytest_imagegen.redact`)."""
+    return Redactor.of(secrets).message(text)
 
 
 def junit_properties(data: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -136,6 +129,19 @@ def imagegen_data(report: object) -> dict[str, Any] | None:
     return found if isinstance(found, dict) else None
 
 
+def redact_failure(report: pytest.TestReport, settings: Settings | None) -> None:
+    """A failure text that quotes an endpoint's key or a configured header value shows it
+    masked in the terminal, as in the reports."""
+    if settings is None or not report.failed or report.longrepr is None:
+        return
+    from pytest_imagegen.redact import MIN_SECRET_LEN
+
+    secrets = [v for e in settings.endpoints for v in e.secrets]
+    text = str(report.longrepr)
+    if any(len(s) >= MIN_SECRET_LEN and s in text for s in secrets):
+        report.longrepr = Redactor.of(secrets).message(text)
+
+
 def collector_for(settings: Settings | None, *, workers: int | None) -> ReportCollector:
     """The collector of a run with these settings (None: the settings are invalid)."""
     import pytest
@@ -153,6 +159,8 @@ def collector_for(settings: Settings | None, *, workers: int | None) -> ReportCo
         settings_rows=settings.describe() if settings is not None else (),
         run_info=run_info,
         deadlines={e.name: e.deadline_s for e in settings.endpoints} if settings else None,
+        # The endpoints' keys and configured header values are masked wherever they appear.
+        secrets=[v for e in settings.endpoints for v in e.secrets] if settings else (),
     )
 
 
@@ -266,7 +274,9 @@ class ReportCollector:
                 ),
             },
         }
-        return _scrub(doc, self._secrets)
+        # Secrets never reach a report, even quoted in a message: the endpoints' configured
+        # values and key-shaped text are masked wherever text is written.
+        return _scrub(doc, Redactor.of(self._secrets))
 
     def _endpoint_entry(
         self, name: str, rows: list[tuple[dict[str, Any], _Record]]
@@ -628,13 +638,13 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def _scrub(value: Any, secrets: Sequence[str], key: str | None = None) -> Any:
+def _scrub(value: Any, redactor: Redactor, key: str | None = None) -> Any:
     if isinstance(value, str):
-        return value if key == "thumb_png_b64" else mask_secrets(value, secrets)
+        return value if key == "thumb_png_b64" else redactor.message(value)
     if isinstance(value, dict):
-        return {k: _scrub(v, secrets, k) for k, v in value.items()}
+        return {k: _scrub(v, redactor, k) for k, v in value.items()}
     if isinstance(value, list):
-        return [_scrub(v, secrets) for v in value]
+        return [_scrub(v, redactor) for v in value]
     return value
 
 

@@ -79,7 +79,7 @@ def test_every_check_request_is_bounded_and_fails_as_timeout() -> None:
             assert "bytes of the body" in result.message, result.message
 
 
-def test_the_check_deadline_bounds_the_requests_after_it() -> None:
+def test_deadline_s_bounds_each_operation_of_a_check() -> None:
     with raw_server(dribble(_LONG_BODY, _PACE_S)) as server:
         endpoint = _endpoint(server.url, timeout_s=10.0, deadline_s=1.0)
         ctx = CheckContext(endpoint)

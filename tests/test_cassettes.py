@@ -49,6 +49,7 @@ from pytest_imagegen.cassettes import (
 )
 from pytest_imagegen.errors import CassetteError, ConfigError
 from pytest_imagegen.images import decode_b64, inspect_image, make_image, shrink_image
+from pytest_imagegen.redact import keeps_header
 
 SECRET_KEY = "sk-proj-Zq8vJ3nT5wY2xK7pL9mR4sA1bC6dE0fG"
 
@@ -1226,6 +1227,87 @@ def test_no_secret_byte_reaches_the_cassette_and_it_replays(
     assert replayed["echo"]["path"] == PLACEHOLDER or replayed["echo"]["path"].endswith("/echo")
     assert inspect_image(decode_b64(replayed["data"][0]["b64_json"])).size == "64x64"
     assert live["echo"]["query"]["visible"] == replayed["echo"]["query"]["visible"] == "yes"
+
+
+# Finding 2 of issue 10: a header set at run time (a relay's X-Relay-Token) was written in
+# clear, because scrubbing matched a fixed list of header names. Headers are now kept by
+# allowlist, whatever their name and however they were set.
+runtime_header_names = st.from_regex(r"[Xx]-[A-Za-z][A-Za-z0-9-]{0,24}", fullmatch=True).filter(
+    lambda name: not keeps_header(name)
+)
+runtime_values = st.builds(
+    lambda body: "rt-" + body, st.text(_TOKEN_CHARS, min_size=8, max_size=40)
+)
+secret_field_names = st.sampled_from(
+    ["relay_token", "x_api_key", "upstream_secret", "sig", "auth", "client_secret", "apiKey"]
+)
+RUNTIME_PLACES = ["with_options", "default_headers", "extra_headers", "extra_query", "extra_body"]
+
+
+@pytest.mark.parametrize("place", RUNTIME_PLACES)
+@settings(
+    max_examples=5,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=st.data())
+def test_values_set_at_run_time_never_reach_the_cassette_and_it_replays(
+    server: Server, closed_url: str, place: str, data: st.DataObject
+) -> None:
+    name = data.draw(runtime_header_names, label="header name")
+    value = data.draw(runtime_values, label="value")
+    secrets = [SECRET_KEY]
+    leaked = [value]
+    headers: dict[str, str] = {}
+    extra: dict[str, Any] = {}
+    params: dict[str, str] = {"visible": "yes"}
+    body: dict[str, Any] = {"prompt": "a harbour at dawn", "size": "64x64", "model": "gpt-image-1"}
+    if place in ("extra_headers", "with_options", "default_headers"):
+        headers[name] = value
+    else:
+        # Any name, when the value is configured; a credential-named field, when it is not.
+        secrets.append(value)
+        field_name = data.draw(secret_field_names, label="secret field")
+        named = data.draw(runtime_values, label="named value")
+        leaked.append(named)
+        fields = {name.lower().replace("-", "_"): value, field_name: named}
+        if place == "extra_query":
+            params.update(fields)
+            extra["extra_query"] = fields
+        else:
+            body.update(fields)
+            extra["extra_body"] = fields
+
+    def calls(url: str) -> Any:
+        if place == "with_options":
+            client = client_for(url).with_options(default_headers=headers)
+        elif place == "default_headers":
+            client = client_for(url, default_headers=headers)
+        else:
+            client = client_for(url)
+        if place == "extra_headers":
+            extra["extra_headers"] = headers
+        client.images.generate(model="gpt-image-1", prompt="a kite", size="64x64", **extra)
+        return client.post(
+            "/echo", cast_to=object, body=body, options={"params": params, "headers": headers}
+        )
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "runtime.yaml"
+        with recording(path, mode="once", secrets=secrets) as rec:
+            live = calls(server.base_url)
+        assert rec.recorded == 2
+        stored = path.read_bytes()
+        for secret in leaked:
+            for form in _forms(secret):
+                assert form not in stored, (place, form)
+        with recording(path, mode="none", secrets=secrets) as rep:
+            replayed = calls(closed_url)
+        assert rep.played == 2
+    assert live["echo"]["query"]["visible"] == replayed["echo"]["query"]["visible"] == "yes"
+    if headers:
+        echoed = {k.lower(): v for k, v in replayed["echo"]["headers"].items()}
+        assert echoed[name.lower()] == PLACEHOLDER
 
 
 def test_session_dataclass_defaults(tmp_path: Path) -> None:

@@ -158,8 +158,9 @@ class CheckContext:
         self.data: dict[str, Any] = with_measures(data if data is not None else {})
         self.sent: list[SentRequest] = []
         self._http_clients: list[Any] = []
-        # The check's deadline_s runs from here; each request gets timeout_s within it.
-        self.started = time.monotonic()
+        # Each operation (a generation with its image downloads, a chat request) must end
+        # within deadline_s of its start; each request gets timeout_s within that window.
+        self.window_end = time.monotonic() + float(self.endpoint.deadline_s)
         self.recorded_requests: list[dict[str, Any]] | None = (
             None if recorded_requests is None else [dict(body) for body in recorded_requests]
         )
@@ -279,8 +280,8 @@ class CheckContext:
 
     def limits(self) -> Limits:
         """What each request of this check may take: ``timeout_s`` of wall time (body
-        included) within the check's ``deadline_s``, and a body no larger than the
-        endpoint's response cap for the ``n`` images asked for."""
+        included), within ``deadline_s`` of the start of the operation it belongs to, and a
+        body no larger than the endpoint's response cap for the ``n`` images asked for."""
         from pytest_imagegen.bounds import Limits
 
         endpoint = self.endpoint
@@ -288,7 +289,12 @@ class CheckContext:
         def cap(request: Any) -> int:
             return endpoint.response_cap(requested_n(request))
 
-        return Limits.for_endpoint(endpoint, started=self.started, max_body_bytes=cap)
+        return Limits(
+            timeout_s=float(endpoint.timeout_s),
+            deadline=lambda: self.window_end,
+            deadline_s=float(endpoint.deadline_s),
+            max_body_bytes=cap,
+        )
 
     def close(self) -> None:
         """Close every HTTP client this context made."""
@@ -379,6 +385,7 @@ class CheckContext:
         from pytest_imagegen.errors import classify, malformed
 
         call = Call(method, path, body)
+        self.window_end = time.monotonic() + float(self.endpoint.deadline_s)
         start = time.perf_counter()
         try:
             raw = send()

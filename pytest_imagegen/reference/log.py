@@ -8,23 +8,11 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, overload
 
-# Header names whose values are always masked; any name containing one of the fragments
-# below is masked too (x-api-key, x-relay-token, ...).
-SECRET_HEADERS = frozenset(
-    {"authorization", "proxy-authorization", "api-key", "cookie", "set-cookie"}
-)
-_SECRET_FRAGMENTS = ("key", "token", "secret", "auth", "password", "signature", "cookie")
+from pytest_imagegen import redact as _redact
 
-
-def mask_key(key: str) -> str:
-    """Mask a key as OpenAI does in its 401 message: ``sk-ab****...wxyz``.
-
-    Keys shorter than 16 characters are masked entirely: showing nine characters of a short
-    test key would show most of it.
-    """
-    if len(key) < 16:
-        return "*" * len(key)
-    return f"{key[:5]}{'*' * (len(key) - 9)}{key[-4:]}"
+# One policy for what is secret (pytest_imagegen.redact): a header outside the allowlist is
+# masked in the log whatever its name; keys are masked as OpenAI masks them.
+mask_key = _redact.mask_key
 
 
 def key_digest(secret: str) -> str:
@@ -46,18 +34,13 @@ def credential_of(value: str) -> str:
 
 def mask_header(name: str, value: str) -> str:
     """The value to log for header ``name``: authorization schemes are kept, secrets masked."""
-    scheme, sep, credentials = value.partition(" ")
-    if sep and scheme.lower() in ("bearer", "basic", "token"):
-        return f"{scheme} {mask_key(credentials.strip())}"
-    return mask_key(value)
+    return _redact.mask_header_value(value)
 
 
 def is_secret_header(name: str, extra: Iterable[str] = ()) -> bool:
-    """Whether header ``name`` carries a secret (built-in list, name fragments, ``extra``)."""
-    lowered = name.lower()
-    if lowered in SECRET_HEADERS or lowered in {e.lower() for e in extra}:
-        return True
-    return any(fragment in lowered for fragment in _SECRET_FRAGMENTS)
+    """Whether header ``name`` carries a secret: outside the redaction allowlist, or named in
+    ``extra`` (the server's ``secret_headers``)."""
+    return not _redact.keeps_header(name) or name.lower() in {e.lower() for e in extra}
 
 
 @dataclass
