@@ -40,3 +40,27 @@ def atomic_write(path: Path, data: bytes) -> None:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+def write_problem(path: Path, *, directory: bool) -> str | None:
+    """Why files cannot be written at ``path`` (a file, or a ``directory`` to write into);
+    None when they can. Probes by creating (and removing) a temp file where the real write
+    will happen, so that a read-only mount, ``/proc`` or a file in the way are found before a
+    run is spent, whatever the permission bits claim (root ignores them)."""
+    folder = path if directory else path.parent
+    if not directory and path.is_dir():
+        return f"{path} is a directory"
+    for ancestor in (folder, *folder.parents):
+        if ancestor.exists():
+            if not ancestor.is_dir():
+                return f"{ancestor} is a file, not a directory"
+            break
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".imagegen-probe-", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        return f"cannot write in {folder} ({exc.strerror or exc})"
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(probe)
+    return None

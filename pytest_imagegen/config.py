@@ -780,6 +780,32 @@ class Settings:
                 return endpoint
         raise ConfigError(_unknown_endpoint_message([name], [e.name for e in self.endpoints]))
 
+    def check_outputs(self) -> None:
+        """ConfigError, before any request, when the run could not write what it will write:
+        the report, and the cassette folder when recording."""
+        from pytest_imagegen._files import write_problem
+
+        problems = []
+        if self.report is not None:
+            why = write_problem(self.report, directory=False)
+            if why is not None:
+                where = _output_name("report", self.sources.get("report", ""))
+                problems.append(
+                    f"{where} = {self.report}: {why}. Give a file path in a writable folder "
+                    f"(e.g. imagegen-report.json, or .html for the HTML report)."
+                )
+        if self.record_mode in LIVE_RECORD_MODES:
+            why = write_problem(self.cassette_dir, directory=True)
+            if why is not None:
+                where = _output_name("cassette_dir", self.sources.get("cassette_dir", ""))
+                problems.append(
+                    f"{where} = {self.cassette_dir}: record mode {self.record_mode!r} writes "
+                    f"cassettes there, but {why}. Point cassette_dir at a writable folder, or "
+                    f"replay with --imagegen-record-mode=none."
+                )
+        if problems:
+            raise ConfigError(" ".join(problems) + " Nothing was sent.")
+
     def describe(self) -> list[tuple[str, str, str]]:
         """``(key, value, source)`` rows for the report header; secrets are never shown."""
         src = self.sources
@@ -1475,6 +1501,27 @@ def _endpoint_defaults() -> dict[str, Any]:
         "fallback": ((), SOURCE_DEFAULT),
         "headers": ({}, SOURCE_DEFAULT),
     }
+
+
+# How to name an output setting in a message, by the source it came from.
+_OUTPUT_SOURCES: dict[str, dict[str, str]] = {
+    "report": {
+        SOURCE_CLI: "--imagegen-report",
+        SOURCE_ENV: "IMAGEGEN_REPORT",
+        SOURCE_FILE: "report in [tool.imagegen]",
+    },
+    "cassette_dir": {
+        SOURCE_CLI: "--imagegen-cassette-dir",
+        SOURCE_ENV: "IMAGEGEN_CASSETTE_DIR",
+        SOURCE_FILE: "cassette_dir in [tool.imagegen]",
+    },
+}
+
+def _output_name(key: str, source: str) -> str:
+    for prefix, name in _OUTPUT_SOURCES[key].items():
+        if source.startswith(prefix):
+            return name
+    return key
 
 
 _OPENAI_MODEL_CHAT = (

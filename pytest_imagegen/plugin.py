@@ -77,8 +77,10 @@ def pytest_configure(config: pytest.Config) -> None:
     from pytest_imagegen.errors import ConfigError
 
     try:
-        state.settings()
+        settings = state.settings()
         state.reference_options()
+        if not state.is_worker:
+            settings.check_outputs()
     except ConfigError as exc:
         # Exit code 4 with the message as written, no traceback.
         raise pytest.UsageError(str(exc)) from None
