@@ -15,13 +15,15 @@ from __future__ import annotations
 import base64
 import json
 import math
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
+from pytest_imagegen.errors import Category
 from pytest_imagegen.profiles import (
     KNOWN_PARAMS,
     PROFILES,
@@ -423,36 +425,6 @@ def image_requests(*, profile: Profile | str, model: str | None = None) -> st.Se
     return _image_request(p, model)
 
 
-# Defects invalid_image_requests can plant; each names the param the rejection must name.
-DEFECTS: tuple[str, ...] = (
-    "unknown_parameter",
-    "param_not_accepted",
-    "response_format",
-    "quality",
-    "quality_type",
-    "size",
-    "size_type",
-    "style",
-    "background",
-    "moderation",
-    "output_format",
-    "n_below_min",
-    "n_above_max",
-    "n_type",
-    "prompt_missing",
-    "prompt_empty",
-    "prompt_too_long",
-    "prompt_type",
-    "model_missing",
-    "model_chat",
-    "model_type",
-    "output_compression_range",
-    "output_compression_png",
-    "transparent_jpeg",
-    "stream_type",
-    "partial_images_range",
-)
-
 _ALL_QUALITIES = ("standard", "hd", "low", "medium", "high", "auto", "xhigh", "max")
 _BAD_QUALITIES = ("ultra", "best", "HIGH", "Standard", "")
 _ALL_SIZES = (
@@ -516,42 +488,238 @@ _UNKNOWN_KEYS = (
 )
 
 
+# --------------------------------------------------------------------------- request defects
+#
+# One table: each defect invalid_image_requests can plant, when it applies to a profile,
+# and how it is planted (returning the param a correct rejection names). DEFECTS lists
+# them in registration order.
+
+Plant = Callable[[st.DrawFn, dict[str, Any], Profile], str]
+
+
+@dataclass(frozen=True)
+class _Defect:
+    name: str
+    applies: Callable[[Profile], bool]
+    plant: Plant
+
+
+_DEFECTS: dict[str, _Defect] = {}
+
+
+def _defect(
+    name: str, applies: Callable[[Profile], bool] = lambda p: True
+) -> Callable[[Plant], Plant]:
+    def register(plant: Plant) -> Plant:
+        _DEFECTS[name] = _Defect(name, applies, plant)
+        return plant
+
+    return register
+
+
+def _bad_enum(
+    draw: st.DrawFn, body: dict[str, Any], p: Profile, param: str, extra: tuple[str, ...]
+) -> str:
+    allowed = set(p.allowed_values(param))
+    body[param] = draw(st.sampled_from([v for v in extra if v not in allowed]))
+    return param
+
+
+@_defect("unknown_parameter")
+def _unknown_parameter(draw: st.DrawFn, body: dict[str, Any], p: Profile) -> str:
+    taken = set(KNOWN_PARAMS) | set(p.extra_params)
+    key = draw(
+        st.one_of(
+            st.sampled_from(_UNKNOWN_KEYS),
+            st.from_regex(r"[a-z][a-z_]{2,15}", fullmatch=True),
+        ).filter(lambda k: k not in taken)
+    )
+    # Never null: gateways (LiteLLM) strip null-valued keys, and a null unknown key is
+    # the same as leaving it out, so refusing it is not a requirement.
+    body[key] = draw(st.one_of(st.integers(), st.text(max_size=8), st.booleans()))
+    return key
+
+
+@_defect("param_not_accepted", lambda p: any(not p.accepts(k) for k in _NOT_ACCEPTED_VALUES))
+def _param_not_accepted(draw: st.DrawFn, body: dict[str, Any], p: Profile) -> str:
+    key = draw(st.sampled_from([k for k in _NOT_ACCEPTED_VALUES if not p.accepts(k)]))
+    body[key] = _NOT_ACCEPTED_VALUES[key]
+    return key
+
+
+@_defect("response_format")
+def _response_format(draw: st.DrawFn, body: dict[str, Any], p: Profile) -> str:
+    if not p.accepts("response_format"):
+        body["response_format"] = draw(st.sampled_from(("b64_json", "url")))
+        return "response_format"
+    return _bad_enum(draw, body, p, "response_format", ("png", "base64", "json", "URL", "b64"))
+
+
+@_defect("quality", lambda p: p.accepts("quality"))
+def _quality(draw: st.DrawFn, body: dict[str, Any], p: Profile) -> str:
+    return _bad_enum(draw, body, p, "quality", _ALL_QUALITIES + _BAD_QUALITIES)
+
+
+@_defect("quality_type", lambda p: p.accepts("quality"))
+def _quality_type(draw: st.DrawFn, body: dict[str, Any], p: Profile) -> str:
+    body["quality"] = draw(st.sampled_from((3, 0.5, True, ["high"])))
+    return "quality"
+
+
+@_defect("size")
+def _size(draw: st.DrawFn, body: dict[str, Any], p: Profile) -> str:
+    candidates = [s for s in _ALL_SIZES + _BAD_SIZES if not p.supports_size(s)]
+    body["size"] = draw(st.sampled_from(candidates))
+    return "size"
+
+
+@_defect("size_type")
+def _size_type(draw: st.DrawFn, body: dict[str, Any], p: Profile) -> str:
+    body["size"] = draw(st.sampled_from((1024, [1024, 1024], {"width": 1024})))
+    return "size"
+
+
+@_defect("style", lambda p: p.accepts("style"))
+def _style(draw: st.DrawFn, body: dict[str, Any], p: Profile) -> str:
+    return _bad_enum(draw, body, p, "style", ("cinematic", "Vivid", "anime", "natural", "vivid"))
+
+
+@_defect("background", lambda p: p.accepts("background"))
+def _background(draw: st.DrawFn, body: dict[str, Any], p: Profile) -> str:
+    return _bad_enum(draw, body, p, "background", ("white", "none", "Transparent", "clear"))
+
+
+@_defect("moderation", lambda p: p.accepts("moderation"))
+def _moderation(draw: st.DrawFn, body: dict[str, Any], p: Profile) -> str:
+    return _bad_enum(draw, body, p, "moderation", ("high", "off", "none", "strict"))
+
+
+@_defect("output_format", lambda p: p.accepts("output_format"))
+def _output_format(draw: st.DrawFn, body: dict[str, Any], p: Profile) -> str:
+    body.pop("output_compression", None)
+    body.pop("background", None)
+    return _bad_enum(draw, body, p, "output_format", ("bmp", "tiff", "jpg", "gif", "svg", "PNG"))
+
+
+@_defect("n_below_min")
+def _n_below_min(draw: st.DrawFn, body: dict[str, Any], p: Profile) -> str:
+    body["n"] = draw(st.integers(-1000, 0))
+    return "n"
+
+
+@_defect("n_above_max")
+def _n_above_max(draw: st.DrawFn, body: dict[str, Any], p: Profile) -> str:
+    body["n"] = draw(st.integers(p.n_max + 1, p.n_max + 100))
+    return "n"
+
+
+@_defect("n_type")
+def _n_type(draw: st.DrawFn, body: dict[str, Any], p: Profile) -> str:
+    body["n"] = draw(st.sampled_from(("2", 1.5, True, [1])))
+    return "n"
+
+
+@_defect("prompt_missing")
+def _prompt_missing(draw: st.DrawFn, body: dict[str, Any], p: Profile) -> str:
+    del body["prompt"]
+    return "prompt"
+
+
+@_defect("prompt_empty")
+def _prompt_empty(draw: st.DrawFn, body: dict[str, Any], p: Profile) -> str:
+    body["prompt"] = ""
+    return "prompt"
+
+
+@_defect("prompt_too_long")
+def _prompt_too_long(draw: st.DrawFn, body: dict[str, Any], p: Profile) -> str:
+    extra = draw(st.integers(1, 100))
+    body["prompt"] = _fit(
+        "a very detailed scene", p.prompt_max_chars + extra, p.prompt_max_chars + extra
+    )
+    return "prompt"
+
+
+@_defect("prompt_type")
+def _prompt_type(draw: st.DrawFn, body: dict[str, Any], p: Profile) -> str:
+    body["prompt"] = draw(st.sampled_from((42, None, ["a cat"], {"text": "a cat"})))
+    return "prompt"
+
+
+@_defect("model_missing")
+def _model_missing(draw: st.DrawFn, body: dict[str, Any], p: Profile) -> str:
+    body.pop("model", None)
+    return "model"
+
+
+@_defect("model_chat")
+def _model_chat(draw: st.DrawFn, body: dict[str, Any], p: Profile) -> str:
+    body["model"] = draw(model_names(kind="chat"))
+    return "model"
+
+
+@_defect("model_type")
+def _model_type(draw: st.DrawFn, body: dict[str, Any], p: Profile) -> str:
+    body["model"] = draw(st.sampled_from((1, ["gpt-image-1"], {"name": "gpt-image-1"})))
+    return "model"
+
+
+@_defect(
+    "output_compression_range",
+    lambda p: p.output_compression and ("webp" in p.output_formats or "jpeg" in p.output_formats),
+)
+def _output_compression_range(draw: st.DrawFn, body: dict[str, Any], p: Profile) -> str:
+    body["output_format"] = "webp" if "webp" in p.output_formats else "jpeg"
+    if body["output_format"] == "jpeg":
+        body.pop("background", None)
+    body["output_compression"] = draw(st.one_of(st.integers(-1000, -1), st.integers(101, 10_000)))
+    return "output_compression"
+
+
+@_defect("output_compression_png", lambda p: p.output_compression and "png" in p.output_formats)
+def _output_compression_png(draw: st.DrawFn, body: dict[str, Any], p: Profile) -> str:
+    if draw(st.booleans()):
+        body["output_format"] = "png"
+    else:
+        body.pop("output_format", None)
+    body["output_compression"] = draw(st.integers(0, 99))
+    return "output_compression"
+
+
+@_defect(
+    "transparent_jpeg", lambda p: "transparent" in p.backgrounds and "jpeg" in p.output_formats
+)
+def _transparent_jpeg(draw: st.DrawFn, body: dict[str, Any], p: Profile) -> str:
+    body["background"] = "transparent"
+    body["output_format"] = "jpeg"
+    return "background"
+
+
+@_defect("stream_type", lambda p: p.streaming)
+def _stream_type(draw: st.DrawFn, body: dict[str, Any], p: Profile) -> str:
+    body["stream"] = draw(st.sampled_from(("yes", "true", 1)))
+    body.pop("partial_images", None)
+    return "stream"
+
+
+@_defect("partial_images_range", lambda p: p.streaming)
+def _partial_images_range(draw: st.DrawFn, body: dict[str, Any], p: Profile) -> str:
+    body["stream"] = True
+    body["partial_images"] = draw(st.one_of(st.integers(-10, -1), st.integers(4, 50)))
+    return "partial_images"
+
+
+#: Defects invalid_image_requests can plant; each names the param the rejection must name.
+DEFECTS: tuple[str, ...] = tuple(_DEFECTS)
+
+
 def applicable_defects(*, profile: Profile | str) -> tuple[str, ...]:
     """The :data:`DEFECTS` that :func:`invalid_image_requests` can plant for ``profile``."""
     return tuple(_applicable(_as_profile(profile)))
 
 
 def _applicable(p: Profile) -> list[str]:
-    fmts = p.output_formats
-    ok = {
-        "unknown_parameter": True,
-        "param_not_accepted": any(not p.accepts(k) for k in _NOT_ACCEPTED_VALUES),
-        "response_format": True,
-        "quality": p.accepts("quality"),
-        "quality_type": p.accepts("quality"),
-        "size": True,
-        "size_type": True,
-        "style": p.accepts("style"),
-        "background": p.accepts("background"),
-        "moderation": p.accepts("moderation"),
-        "output_format": p.accepts("output_format"),
-        "n_below_min": True,
-        "n_above_max": True,
-        "n_type": True,
-        "prompt_missing": True,
-        "prompt_empty": True,
-        "prompt_too_long": True,
-        "prompt_type": True,
-        "model_missing": True,
-        "model_chat": True,
-        "model_type": True,
-        "output_compression_range": p.output_compression and ("webp" in fmts or "jpeg" in fmts),
-        "output_compression_png": p.output_compression and "png" in fmts,
-        "transparent_jpeg": "transparent" in p.backgrounds and "jpeg" in fmts,
-        "stream_type": p.streaming,
-        "partial_images_range": p.streaming,
-    }
-    return [d for d in DEFECTS if ok[d]]
+    return [d.name for d in _DEFECTS.values() if d.applies(p)]
 
 
 @st.composite
@@ -560,116 +728,7 @@ def _invalid_request(
 ) -> tuple[dict[str, Any], str]:
     body = draw(_image_request(p, model))
     defect = draw(st.sampled_from(defects))
-
-    def bad_enum(param: str, extra: tuple[str, ...]) -> tuple[dict[str, Any], str]:
-        allowed = set(p.allowed_values(param))
-        body[param] = draw(st.sampled_from([v for v in extra if v not in allowed]))
-        return body, param
-
-    if defect == "unknown_parameter":
-        taken = set(KNOWN_PARAMS) | set(p.extra_params)
-        key = draw(
-            st.one_of(
-                st.sampled_from(_UNKNOWN_KEYS),
-                st.from_regex(r"[a-z][a-z_]{2,15}", fullmatch=True),
-            ).filter(lambda k: k not in taken)
-        )
-        # Never null: gateways (LiteLLM) strip null-valued keys, and a null unknown key is
-        # the same as leaving it out, so refusing it is not a requirement.
-        body[key] = draw(st.one_of(st.integers(), st.text(max_size=8), st.booleans()))
-        return body, key
-    if defect == "param_not_accepted":
-        key = draw(st.sampled_from([k for k in _NOT_ACCEPTED_VALUES if not p.accepts(k)]))
-        body[key] = _NOT_ACCEPTED_VALUES[key]
-        return body, key
-    if defect == "response_format":
-        if not p.accepts("response_format"):
-            body["response_format"] = draw(st.sampled_from(("b64_json", "url")))
-            return body, "response_format"
-        return bad_enum("response_format", ("png", "base64", "json", "URL", "b64"))
-    if defect == "quality":
-        return bad_enum("quality", _ALL_QUALITIES + _BAD_QUALITIES)
-    if defect == "quality_type":
-        body["quality"] = draw(st.sampled_from((3, 0.5, True, ["high"])))
-        return body, "quality"
-    if defect == "size":
-        candidates = [s for s in _ALL_SIZES + _BAD_SIZES if not p.supports_size(s)]
-        body["size"] = draw(st.sampled_from(candidates))
-        return body, "size"
-    if defect == "size_type":
-        body["size"] = draw(st.sampled_from((1024, [1024, 1024], {"width": 1024})))
-        return body, "size"
-    if defect == "style":
-        return bad_enum("style", ("cinematic", "Vivid", "anime", "natural", "vivid"))
-    if defect == "background":
-        return bad_enum("background", ("white", "none", "Transparent", "clear"))
-    if defect == "moderation":
-        return bad_enum("moderation", ("high", "off", "none", "strict"))
-    if defect == "output_format":
-        body.pop("output_compression", None)
-        body.pop("background", None)
-        return bad_enum("output_format", ("bmp", "tiff", "jpg", "gif", "svg", "PNG"))
-    if defect == "n_below_min":
-        body["n"] = draw(st.integers(-1000, 0))
-        return body, "n"
-    if defect == "n_above_max":
-        body["n"] = draw(st.integers(p.n_max + 1, p.n_max + 100))
-        return body, "n"
-    if defect == "n_type":
-        body["n"] = draw(st.sampled_from(("2", 1.5, True, [1])))
-        return body, "n"
-    if defect == "prompt_missing":
-        del body["prompt"]
-        return body, "prompt"
-    if defect == "prompt_empty":
-        body["prompt"] = ""
-        return body, "prompt"
-    if defect == "prompt_too_long":
-        extra = draw(st.integers(1, 100))
-        body["prompt"] = _fit(
-            "a very detailed scene", p.prompt_max_chars + extra, p.prompt_max_chars + extra
-        )
-        return body, "prompt"
-    if defect == "prompt_type":
-        body["prompt"] = draw(st.sampled_from((42, None, ["a cat"], {"text": "a cat"})))
-        return body, "prompt"
-    if defect == "model_missing":
-        body.pop("model", None)
-        return body, "model"
-    if defect == "model_chat":
-        body["model"] = draw(model_names(kind="chat"))
-        return body, "model"
-    if defect == "model_type":
-        body["model"] = draw(st.sampled_from((1, ["gpt-image-1"], {"name": "gpt-image-1"})))
-        return body, "model"
-    if defect == "output_compression_range":
-        body["output_format"] = "webp" if "webp" in p.output_formats else "jpeg"
-        if body["output_format"] == "jpeg":
-            body.pop("background", None)
-        body["output_compression"] = draw(
-            st.one_of(st.integers(-1000, -1), st.integers(101, 10_000))
-        )
-        return body, "output_compression"
-    if defect == "output_compression_png":
-        if draw(st.booleans()):
-            body["output_format"] = "png"
-        else:
-            body.pop("output_format", None)
-        body["output_compression"] = draw(st.integers(0, 99))
-        return body, "output_compression"
-    if defect == "transparent_jpeg":
-        body["background"] = "transparent"
-        body["output_format"] = "jpeg"
-        return body, "background"
-    if defect == "stream_type":
-        body["stream"] = draw(st.sampled_from(("yes", "true", 1)))
-        body.pop("partial_images", None)
-        return body, "stream"
-    if defect == "partial_images_range":
-        body["stream"] = True
-        body["partial_images"] = draw(st.one_of(st.integers(-10, -1), st.integers(4, 50)))
-        return body, "partial_images"
-    raise AssertionError(f"unhandled defect {defect!r}")  # pragma: no cover
+    return body, _DEFECTS[defect].plant(draw, body, p)
 
 
 def invalid_image_requests(
@@ -705,20 +764,8 @@ def invalid_image_requests(
 
 # --------------------------------------------------------------------------- error responses
 
-CATEGORIES: tuple[str, ...] = (
-    "authentication",
-    "permission",
-    "quota",
-    "rate_limit",
-    "timeout",
-    "network",
-    "server",
-    "model_not_found",
-    "invalid_request",
-    "content_policy",
-    "malformed_response",
-    "unknown",
-)
+#: The error categories, as their names (the members of ``pytest_imagegen.errors.Category``).
+CATEGORIES: tuple[str, ...] = tuple(c.value for c in Category)
 
 Triple = tuple[int, dict[str, str], bytes]
 
