@@ -508,3 +508,12 @@ def test_defects_switch_on_by_constructor_and_add_and_reset_clears_them():
         assert len(body["data"]) == 1 and "usage" in body
         with pytest.raises(ValueError, match="unknown defect"):
             server.defects.add("drop_n")
+
+
+def test_every_fault_kind_has_exactly_one_implementation() -> None:
+    from pytest_imagegen.reference.app import FAULT_REPLIES, SHAPED_FAULTS
+    from pytest_imagegen.reference.faults import FAULT_KINDS
+
+    shaped = {name for name, kind in FAULT_KINDS.items() if kind.shaped}
+    assert set(SHAPED_FAULTS) == shaped
+    assert set(FAULT_REPLIES) == set(FAULT_KINDS) - shaped

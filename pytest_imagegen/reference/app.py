@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
-from pytest_imagegen.reference.faults import Fault
+from pytest_imagegen.reference.faults import FAULT_KINDS, Fault
 from pytest_imagegen.reference.log import (
     LoggedRequest,
     credential_of,
@@ -283,6 +283,31 @@ def client_gone(sock: socket.socket | None) -> bool:
         return sock.recv(1, socket.MSG_PEEK) == b""
     except (OSError, ValueError):
         return True
+
+
+FaultReply = Callable[["ReferenceApp", Call, Fault, dict[str, Any], str], Reply]
+ShapedFault = Callable[["ReferenceApp", Call, "Generation"], Reply]
+
+#: How each fault of ``faults.FAULT_KINDS`` is answered: one entry per fault, under the
+#: same name (``SHAPED_FAULTS`` for the kinds marked ``shaped``).
+FAULT_REPLIES: dict[str, FaultReply] = {}
+SHAPED_FAULTS: dict[str, ShapedFault] = {}
+
+
+def _fault_reply(*names: str) -> Callable[[FaultReply], FaultReply]:
+    def register(method: FaultReply) -> FaultReply:
+        FAULT_REPLIES.update(dict.fromkeys(names, method))
+        return method
+
+    return register
+
+
+def _shaped_fault(name: str) -> Callable[[ShapedFault], ShapedFault]:
+    def register(method: ShapedFault) -> ShapedFault:
+        SHAPED_FAULTS[name] = method
+        return method
+
+    return register
 
 
 class ReferenceApp:
@@ -946,124 +971,157 @@ class ReferenceApp:
     # -- faults ----------------------------------------------------------------------------
 
     def _fault(self, call: Call, fault: Fault) -> Reply:
-        name = fault.name
         server = self.server
         body = call.body if isinstance(call.body, dict) else {}
-        model = body.get("model") if isinstance(body.get("model"), str) else server.default_model
-        if name == "stall":
-            self._wait(call, min(float(fault.option("seconds")), server.max_stall_s))
-            raise Abort("stall")
-        if name == "connection_reset":
-            raise Abort("connection reset", reset=True)
-        if name == "slow_headers":
-            if not self._wait(call, float(fault.option("seconds"))):
-                raise Abort("slow headers interrupted")
-            return self._generate(call)
-        if name in ("slow_body", "truncated_body"):
-            reply = self._generate(call)
-            reply.delivery = "slow_body" if name == "slow_body" else "truncated"
-            reply.seconds = float(fault.option("seconds") or 0.0)
-            return reply
-        if name == "auth_error":
-            token = call.headers.get("authorization", "").partition(" ")[2].strip()
-            return self._error(401, msg_bad_key(token or "sk-none"), code="invalid_api_key")
-        if name == "permission_error":
-            return self._error(403, msg_org_verification(model))
-        if name == "model_not_found":
-            return self._error(404, msg_model_not_found(model), code="model_not_found")
-        if name == "rate_limit" or (name == "quota" and "quota_as_rate_limit" in server.defects):
-            retry_after = fault.option("retry_after")
-            if retry_after is None:  # the quota fault reshaped by quota_as_rate_limit
-                retry_after = 1
-            value = str(int(retry_after)) if float(retry_after).is_integer() else str(retry_after)
-            return self._error(
-                429,
-                MSG_RATE_LIMIT,
-                type="requests",
-                code="rate_limit_exceeded",
-                headers=[("Retry-After", value)],
-            )
-        if name == "quota":
-            return self._error(429, MSG_QUOTA, type="insufficient_quota", code="insufficient_quota")
-        if name == "server_error":
-            return self._error(500, MSG_SERVER_ERROR, type="server_error")
-        if name == "bad_gateway_html":
-            return self._html(502)
-        if name == "overloaded":
-            return self._error(503, MSG_OVERLOADED, type="server_error")
-        if name == "no_channel":
-            request_id = time.strftime("%Y%m%d%H%M%S") + uuid.uuid4().hex[:12]
-            return self._error(
-                503,
-                f"{msg_no_channel(model)} (request id: {request_id})",
-                type="new_api_error",
-                param="",
-                code="model_not_found",
-            )
-        if name == "gateway_timeout_html":
-            return self._html(504)
-        if name == "error_in_200":
-            return Reply(
-                200,
-                _json(
-                    {
-                        "error": {
-                            "message": MSG_SERVER_ERROR,
-                            "type": "server_error",
-                            "param": None,
-                            "code": None,
-                        }
-                    }
-                ),
-            )
-        if name == "content_policy":
-            _, profile = server.resolve_model(body.get("model"), body)
-            if profile is not None and profile.family == "dall-e":
-                return self._error(400, MSG_DALLE_POLICY, code="content_policy_violation")
-            request_id = str(uuid.uuid4())
-            return self._error(
-                400,
-                "Your request was rejected by the safety system. If you believe this is an error, "
-                f"contact us at help.openai.com and include the request ID {request_id}. "
-                "safety_violations=[sexual].",
-                type="image_generation_user_error",
-                code="moderation_blocked",
-                extra={
-                    "moderation_details": {"moderation_stage": "input", "categories": ["sexual"]}
-                },
-            )
-        return self._shaped(call, fault, body)
+        if FAULT_KINDS[fault.name].shaped:
+            name_, profile = server.resolve_model(body.get("model"), body)
+            gen = self._resolve(body, profile or server.models[server.default_model], name_)
+            if gen.width * gen.height > MAX_PIXELS:
+                gen.width, gen.height = 1024, 1024
+            if not self._wait(call, server.latency_for(gen.quality)):
+                raise Abort("released while generating")
+            return SHAPED_FAULTS[fault.name](self, call, gen)
+        named = body.get("model")
+        model = named if isinstance(named, str) else server.default_model
+        return FAULT_REPLIES[fault.name](self, call, fault, body, model)
 
-    def _shaped(self, call: Call, fault: Fault, body: Mapping[str, Any]) -> Reply:
-        """The 200 faults with a broken payload, sent after the usual generation latency."""
-        server = self.server
-        name_, profile = server.resolve_model(body.get("model"), body)
-        gen = self._resolve(body, profile or server.models[server.default_model], name_)
-        if gen.width * gen.height > MAX_PIXELS:
-            gen.width, gen.height = 1024, 1024
-        if not self._wait(call, server.latency_for(gen.quality)):
-            raise Abort("released while generating")
-        name = fault.name
-        if name == "empty_data":
-            return Reply(200, _json(self._envelope(gen, [], count=0)))
-        if name == "fewer_images":
-            count = gen.n - 1
-            return Reply(
-                200, _json(self._envelope(gen, self._image_items(call, gen, count), count=count))
-            )
-        if name == "wrong_size":
-            other = (1024, 1024) if (gen.width, gen.height) == (512, 512) else (512, 512)
-            items = self._image_items(call, gen, gen.n, size=other)
-            return Reply(200, _json(self._envelope(gen, items, count=gen.n)))
-        if name in ("invalid_base64", "not_an_image"):
-            if name == "invalid_base64":
-                value = "iVBORw0KGgo!!not*base64~~" + "%" * 8
-            else:
-                value = base64.b64encode(b"this is not an image, just some text bytes").decode()
-            items = [{"b64_json": value} for _ in range(gen.n)]
-            return Reply(200, _json(self._envelope(gen, items, count=gen.n)))
-        if name == "invalid_json":
-            complete = _json(self._envelope(gen, self._image_items(call, gen, 1), count=1))
-            return Reply(200, complete[: max(1, len(complete) // 2)])
-        # Only reachable when FAULTS names a fault this method does not implement.
-        raise AssertionError(f"fault {name!r} has no implementation")
+    @_fault_reply("stall")
+    def _stall(self, call: Call, fault: Fault, body: dict[str, Any], model: str) -> Reply:
+        self._wait(call, min(float(fault.option("seconds")), self.server.max_stall_s))
+        raise Abort("stall")
+
+    @_fault_reply("connection_reset")
+    def _connection_reset(
+        self, call: Call, fault: Fault, body: dict[str, Any], model: str
+    ) -> Reply:
+        raise Abort("connection reset", reset=True)
+
+    @_fault_reply("slow_headers")
+    def _slow_headers(self, call: Call, fault: Fault, body: dict[str, Any], model: str) -> Reply:
+        if not self._wait(call, float(fault.option("seconds"))):
+            raise Abort("slow headers interrupted")
+        return self._generate(call)
+
+    @_fault_reply("slow_body", "truncated_body")
+    def _slow_delivery(self, call: Call, fault: Fault, body: dict[str, Any], model: str) -> Reply:
+        reply = self._generate(call)
+        reply.delivery = "slow_body" if fault.name == "slow_body" else "truncated"
+        reply.seconds = float(fault.option("seconds") or 0.0)
+        return reply
+
+    @_fault_reply("auth_error")
+    def _auth_fault(self, call: Call, fault: Fault, body: dict[str, Any], model: str) -> Reply:
+        token = call.headers.get("authorization", "").partition(" ")[2].strip()
+        return self._error(401, msg_bad_key(token or "sk-none"), code="invalid_api_key")
+
+    @_fault_reply("permission_error")
+    def _permission_fault(
+        self, call: Call, fault: Fault, body: dict[str, Any], model: str
+    ) -> Reply:
+        return self._error(403, msg_org_verification(model))
+
+    @_fault_reply("model_not_found")
+    def _model_fault(self, call: Call, fault: Fault, body: dict[str, Any], model: str) -> Reply:
+        return self._error(404, msg_model_not_found(model), code="model_not_found")
+
+    @_fault_reply("rate_limit")
+    def _rate_limit(self, call: Call, fault: Fault, body: dict[str, Any], model: str) -> Reply:
+        retry_after = fault.option("retry_after")
+        if retry_after is None:  # the quota fault reshaped by quota_as_rate_limit
+            retry_after = 1
+        value = str(int(retry_after)) if float(retry_after).is_integer() else str(retry_after)
+        return self._error(
+            429,
+            MSG_RATE_LIMIT,
+            type="requests",
+            code="rate_limit_exceeded",
+            headers=[("Retry-After", value)],
+        )
+
+    @_fault_reply("quota")
+    def _quota(self, call: Call, fault: Fault, body: dict[str, Any], model: str) -> Reply:
+        if "quota_as_rate_limit" in self.server.defects:
+            return self._rate_limit(call, fault, body, model)
+        return self._error(429, MSG_QUOTA, type="insufficient_quota", code="insufficient_quota")
+
+    @_fault_reply("server_error")
+    def _server_fault(self, call: Call, fault: Fault, body: dict[str, Any], model: str) -> Reply:
+        return self._error(500, MSG_SERVER_ERROR, type="server_error")
+
+    @_fault_reply("bad_gateway_html")
+    def _bad_gateway(self, call: Call, fault: Fault, body: dict[str, Any], model: str) -> Reply:
+        return self._html(502)
+
+    @_fault_reply("overloaded")
+    def _overloaded(self, call: Call, fault: Fault, body: dict[str, Any], model: str) -> Reply:
+        return self._error(503, MSG_OVERLOADED, type="server_error")
+
+    @_fault_reply("no_channel")
+    def _no_channel(self, call: Call, fault: Fault, body: dict[str, Any], model: str) -> Reply:
+        request_id = time.strftime("%Y%m%d%H%M%S") + uuid.uuid4().hex[:12]
+        return self._error(
+            503,
+            f"{msg_no_channel(model)} (request id: {request_id})",
+            type="new_api_error",
+            param="",
+            code="model_not_found",
+        )
+
+    @_fault_reply("gateway_timeout_html")
+    def _gateway_timeout(self, call: Call, fault: Fault, body: dict[str, Any], model: str) -> Reply:
+        return self._html(504)
+
+    @_fault_reply("error_in_200")
+    def _error_in_200(self, call: Call, fault: Fault, body: dict[str, Any], model: str) -> Reply:
+        error = {"message": MSG_SERVER_ERROR, "type": "server_error", "param": None, "code": None}
+        return Reply(200, _json({"error": error}))
+
+    @_fault_reply("content_policy")
+    def _content_policy(self, call: Call, fault: Fault, body: dict[str, Any], model: str) -> Reply:
+        _, profile = self.server.resolve_model(body.get("model"), body)
+        if profile is not None and profile.family == "dall-e":
+            return self._error(400, MSG_DALLE_POLICY, code="content_policy_violation")
+        request_id = str(uuid.uuid4())
+        return self._error(
+            400,
+            "Your request was rejected by the safety system. If you believe this is an error, "
+            f"contact us at help.openai.com and include the request ID {request_id}. "
+            "safety_violations=[sexual].",
+            type="image_generation_user_error",
+            code="moderation_blocked",
+            extra={"moderation_details": {"moderation_stage": "input", "categories": ["sexual"]}},
+        )
+
+    # The 200 faults with a broken payload, sent after the usual generation latency.
+
+    @_shaped_fault("empty_data")
+    def _empty_data(self, call: Call, gen: Generation) -> Reply:
+        return Reply(200, _json(self._envelope(gen, [], count=0)))
+
+    @_shaped_fault("fewer_images")
+    def _fewer_images(self, call: Call, gen: Generation) -> Reply:
+        count = gen.n - 1
+        items = self._image_items(call, gen, count)
+        return Reply(200, _json(self._envelope(gen, items, count=count)))
+
+    @_shaped_fault("wrong_size")
+    def _wrong_size(self, call: Call, gen: Generation) -> Reply:
+        other = (1024, 1024) if (gen.width, gen.height) == (512, 512) else (512, 512)
+        items = self._image_items(call, gen, gen.n, size=other)
+        return Reply(200, _json(self._envelope(gen, items, count=gen.n)))
+
+    @_shaped_fault("invalid_base64")
+    def _invalid_base64(self, call: Call, gen: Generation) -> Reply:
+        items = [{"b64_json": "iVBORw0KGgo!!not*base64~~" + "%" * 8} for _ in range(gen.n)]
+        return Reply(200, _json(self._envelope(gen, items, count=gen.n)))
+
+    @_shaped_fault("not_an_image")
+    def _not_an_image(self, call: Call, gen: Generation) -> Reply:
+        value = base64.b64encode(b"this is not an image, just some text bytes").decode()
+        items = [{"b64_json": value} for _ in range(gen.n)]
+        return Reply(200, _json(self._envelope(gen, items, count=gen.n)))
+
+    @_shaped_fault("invalid_json")
+    def _invalid_json(self, call: Call, gen: Generation) -> Reply:
+        complete = _json(self._envelope(gen, self._image_items(call, gen, 1), count=1))
+        return Reply(200, complete[: max(1, len(complete) // 2)])

@@ -20,42 +20,110 @@ from typing import Any
 # Upper bound of every wait a fault can cause, so a forgotten stall cannot hang a run.
 MAX_WAIT_S = 600.0
 
-FAULTS: Mapping[str, str] = MappingProxyType(
+
+@dataclass(frozen=True)
+class FaultKind:
+    """What a fault does (as documented), the options it takes with their defaults, and
+    whether it is a 200 with a broken payload sent after the usual generation latency."""
+
+    description: str
+    options: Mapping[str, float] = field(default_factory=dict)
+    shaped: bool = False
+
+
+#: Every fault, in one table; the app implements each under the same name.
+FAULT_KINDS: Mapping[str, FaultKind] = MappingProxyType(
     {
-        "stall": "accept the request, then send nothing until the client gives up or the "
-        "server stops (bounded by option seconds, default 60)",
-        "slow_headers": "wait option seconds (default 3) before the status line, then answer "
-        "normally",
-        "slow_body": "send the status line and headers at once, then dribble the normal body "
-        "over option seconds (default 3)",
-        "auth_error": "401 invalid_api_key with OpenAI's 'Incorrect API key provided' text",
-        "permission_error": "403 with OpenAI's 'Your organization must be verified' text",
-        "model_not_found": "404 model_not_found: 'The model `X` does not exist or you do not "
-        "have access to it.'",
-        "rate_limit": "429 rate_limit_exceeded (images per minute) with Retry-After "
-        "(option retry_after, default 1)",
-        "quota": "429 insufficient_quota ('You exceeded your current quota') without Retry-After",
-        "server_error": "500 server_error JSON ('The server had an error while processing your "
-        "request')",
-        "bad_gateway_html": "502 with an nginx HTML 'Bad Gateway' page",
-        "overloaded": "503 server_error JSON 'The engine is currently overloaded, please try "
-        "again later'",
-        "no_channel": "relay-style 503 new_api_error '当前分组 default 下对于模型 X 无可用渠道'",
-        "gateway_timeout_html": "504 with an nginx HTML 'Gateway Time-out' page",
-        "error_in_200": "200 whose body is an OpenAI error envelope instead of images",
-        "empty_data": "200 with 'data': []",
-        "invalid_json": "200 application/json whose body is not valid JSON",
-        "truncated_body": "the normal answer with its full Content-Length, but only half the "
-        "body is sent before the connection closes",
-        "invalid_base64": "200 whose b64_json values are not valid base64",
-        "not_an_image": "200 whose b64_json values decode to bytes that are no image",
-        "wrong_size": "200 with images of another size than requested (512x512, or 1024x1024 "
-        "when 512x512 was asked)",
-        "fewer_images": "200 with one image fewer than n",
-        "connection_reset": "TCP reset (RST) before any byte of a response",
-        "content_policy": "400 moderation_blocked (GPT-image models) or "
-        "content_policy_violation (DALL-E models)",
+        "stall": FaultKind(
+            "accept the request, then send nothing until the client gives up or the "
+            "server stops (bounded by option seconds, default 60)",
+            options={"seconds": 60.0},
+        ),
+        "slow_headers": FaultKind(
+            "wait option seconds (default 3) before the status line, then answer normally",
+            options={"seconds": 3.0},
+        ),
+        "slow_body": FaultKind(
+            "send the status line and headers at once, then dribble the normal body "
+            "over option seconds (default 3)",
+            options={"seconds": 3.0},
+        ),
+        "auth_error": FaultKind(
+            "401 invalid_api_key with OpenAI's 'Incorrect API key provided' text",
+        ),
+        "permission_error": FaultKind(
+            "403 with OpenAI's 'Your organization must be verified' text",
+        ),
+        "model_not_found": FaultKind(
+            "404 model_not_found: 'The model `X` does not exist or you do not have access to it.'",
+        ),
+        "rate_limit": FaultKind(
+            "429 rate_limit_exceeded (images per minute) with Retry-After (option "
+            "retry_after, default 1)",
+            options={"retry_after": 1},
+        ),
+        "quota": FaultKind(
+            "429 insufficient_quota ('You exceeded your current quota') without Retry-After",
+        ),
+        "server_error": FaultKind(
+            "500 server_error JSON ('The server had an error while processing your request')",
+        ),
+        "bad_gateway_html": FaultKind(
+            "502 with an nginx HTML 'Bad Gateway' page",
+        ),
+        "overloaded": FaultKind(
+            "503 server_error JSON 'The engine is currently overloaded, please try again later'",
+        ),
+        "no_channel": FaultKind(
+            "relay-style 503 new_api_error '当前分组 default 下对于模型 X 无可用渠道'",
+        ),
+        "gateway_timeout_html": FaultKind(
+            "504 with an nginx HTML 'Gateway Time-out' page",
+        ),
+        "error_in_200": FaultKind(
+            "200 whose body is an OpenAI error envelope instead of images",
+        ),
+        "empty_data": FaultKind(
+            "200 with 'data': []",
+            shaped=True,
+        ),
+        "invalid_json": FaultKind(
+            "200 application/json whose body is not valid JSON",
+            shaped=True,
+        ),
+        "truncated_body": FaultKind(
+            "the normal answer with its full Content-Length, but only half the body "
+            "is sent before the connection closes",
+        ),
+        "invalid_base64": FaultKind(
+            "200 whose b64_json values are not valid base64",
+            shaped=True,
+        ),
+        "not_an_image": FaultKind(
+            "200 whose b64_json values decode to bytes that are no image",
+            shaped=True,
+        ),
+        "wrong_size": FaultKind(
+            "200 with images of another size than requested (512x512, or 1024x1024 "
+            "when 512x512 was asked)",
+            shaped=True,
+        ),
+        "fewer_images": FaultKind(
+            "200 with one image fewer than n",
+            shaped=True,
+        ),
+        "connection_reset": FaultKind(
+            "TCP reset (RST) before any byte of a response",
+        ),
+        "content_policy": FaultKind(
+            "400 moderation_blocked (GPT-image models) or content_policy_violation (DALL-E models)",
+        ),
     }
+)
+
+#: Fault name -> what it does.
+FAULTS: Mapping[str, str] = MappingProxyType(
+    {name: kind.description for name, kind in FAULT_KINDS.items()}
 )
 
 DEFECTS: Mapping[str, str] = MappingProxyType(
@@ -79,13 +147,10 @@ DEFECTS: Mapping[str, str] = MappingProxyType(
     }
 )
 
-# Options each fault accepts, with their defaults.
-_FAULT_OPTIONS: Mapping[str, Mapping[str, float]] = {
-    "stall": {"seconds": 60.0},
-    "slow_headers": {"seconds": 3.0},
-    "slow_body": {"seconds": 3.0},
-    "rate_limit": {"retry_after": 1},
-}
+
+def _options_of(name: str) -> Mapping[str, float]:
+    kind = FAULT_KINDS.get(name)
+    return kind.options if kind is not None else {}
 
 
 def _unknown_name(kind: str, name: object, known: Iterable[str]) -> ValueError:
@@ -116,7 +181,7 @@ class Fault:
 
     def option(self, key: str) -> Any:
         """The option's value, or the fault's default for it."""
-        return self.options.get(key, _FAULT_OPTIONS.get(self.name, {}).get(key))
+        return self.options.get(key, _options_of(self.name).get(key))
 
     @property
     def exhausted(self) -> bool:
@@ -166,7 +231,7 @@ class FaultScript:
             raise ValueError(
                 f"times must be a positive integer or None (every request), not {times!r}"
             )
-        allowed = _FAULT_OPTIONS.get(name, {})
+        allowed = _options_of(name)
         for key, value in options.items():
             if key not in allowed:
                 accepted = ", ".join(sorted(allowed)) or "none"
