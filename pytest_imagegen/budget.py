@@ -275,8 +275,8 @@ def _request_json(request: Any) -> Mapping[str, Any] | None:
 
 def is_billed(endpoint: Endpoint, request: Any) -> bool:
     """Whether ``request`` to ``endpoint`` is billed, per image or per token (the reference
-    server is free)."""
-    if endpoint.is_reference or request.method.upper() != "POST":
+    server is free, and so is a gateway in front of one)."""
+    if endpoint.is_reference or endpoint.upstream is not None or request.method.upper() != "POST":
         return False
     return str(request.url.path).rstrip("/").endswith(BILLED_PATHS + TOKEN_BILLED_PATHS)
 

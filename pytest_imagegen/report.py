@@ -389,10 +389,21 @@ def render_terminal(doc: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _shown_areas(endpoints: Mapping[str, Any]) -> tuple[str, ...]:
+    """The matrix columns: every area, but ``gateway`` only when a gateway test ran."""
+    return tuple(
+        area
+        for area in AREAS
+        if area != "gateway"
+        or any(sum(entry["areas"][area].values()) for entry in endpoints.values())
+    )
+
+
 def _terminal_matrix(endpoints: Mapping[str, Any]) -> list[str]:
-    rows = [("endpoint", *AREAS)]
+    areas = _shown_areas(endpoints)
+    rows = [("endpoint", *areas)]
     for name, entry in endpoints.items():
-        rows.append((name, *(_cell_text(entry["areas"][area]) for area in AREAS)))
+        rows.append((name, *(_cell_text(entry["areas"][area]) for area in areas)))
     return [
         *_table(rows),
         'cells: passed/failed/skipped; "!" marks failures, "." no tests',
@@ -509,12 +520,14 @@ def render_html(doc: Mapping[str, Any]) -> str:
         out += [
             "<h2>Matrix</h2>",
             '<p class="muted">passed / failed / skipped per endpoint and area</p>',
-            "<table><tr><th>endpoint</th>" + "".join(f"<th>{e(a)}</th>" for a in AREAS) + "</tr>",
+            "<table><tr><th>endpoint</th>"
+            + "".join(f"<th>{e(a)}</th>" for a in _shown_areas(doc["endpoints"]))
+            + "</tr>",
         ]
         for name, entry in endpoints.items():
             cells = "".join(
                 f'<td class="{_cell_class(c)}">{e(_cell_text(c).rstrip("!"))}</td>'
-                for c in (entry["areas"][a] for a in AREAS)
+                for c in (entry["areas"][a] for a in _shown_areas(endpoints))
             )
             out.append(f"<tr><th>{e(name)}</th>{cells}</tr>")
         out += [

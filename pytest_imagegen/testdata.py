@@ -20,7 +20,15 @@ IDENTITY_KEYS = ("endpoint", "check", "area")
 #: How the test went: set by the plugin after the test's phases.
 VERDICT_KEYS = ("outcome", "category", "hint")
 #: Figures added up while the test runs (requests, spend, bytes, images).
-MEASURE_KEYS = ("latencies_s", "attempts", "successes", "cost_usd", "response_bytes", "images")
+MEASURE_KEYS = (
+    "latencies_s",
+    "attempts",
+    "successes",
+    "cost_usd",
+    "response_bytes",
+    "images",
+    "deviations",  # DeviationWarning messages (outcome "warned" when the test passed)
+)
 #: The cassette the test used and what became of it.
 CASSETTE_KEYS = ("cassette", "cassette_status")
 
@@ -31,6 +39,7 @@ def _empty(key: str) -> Any:
     return {
         "latencies_s": [],
         "images": [],
+        "deviations": [],
         "attempts": 0,
         "successes": 0,
         "response_bytes": 0,

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from pytest_imagegen.checks import REGISTRY, Check, CheckSkipped
+from pytest_imagegen.checks import REGISTRY, Check, CheckSkipped, applicable
 from pytest_imagegen.errors import ConformanceFailure
 
 # Traceback styles for which a failed check shows its message instead of a traceback into
@@ -85,4 +85,7 @@ def imagegen_suite(module: pytest.Module) -> list[pytest.Item]:
         )
         for check in REGISTRY.values()
         for endpoint in endpoints
+        # The gateway checks exist only for gateways with an upstream: for any other
+        # endpoint they are not applicable, rather than ten skips on every run.
+        if applicable(check, endpoint)
     ]

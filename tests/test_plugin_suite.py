@@ -24,6 +24,9 @@ from pytest_imagegen.checks import REGISTRY
 from pytest_imagegen.names import OPTION, OPTION_BUDGET
 from pytest_imagegen.reference import ReferenceServer
 
+# The checks of a run against an endpoint without an upstream (no gateway checks).
+PLAIN = {k: v for k, v in REGISTRY.items() if not v.needs_upstream}
+
 pytest_plugins = ["pytester"]
 
 
@@ -60,11 +63,11 @@ def test_xdist_run_has_the_same_outcomes_and_one_merged_report(pytester: pytest.
     result = pytester.runpytest_subprocess(
         OPTION, "-n", "2", "--imagegen-report=report.json", "-p", "no:cacheprovider"
     )
-    result.assert_outcomes(passed=len(REGISTRY))
+    result.assert_outcomes(passed=len(PLAIN))
     report = json.loads((pytester.path / "report.json").read_text())
     assert report["run"]["workers"] == 2
-    assert report["totals"]["tests"] == report["totals"]["passed"] == len(REGISTRY)
-    assert {t["check"] for t in report["tests"]} == set(REGISTRY)
+    assert report["totals"]["tests"] == report["totals"]["passed"] == len(PLAIN)
+    assert {t["check"] for t in report["tests"]} == set(PLAIN)
     assert report["endpoints"]["reference"]["attempts"] > 0
     # One summary, printed by the controller, with the matrix.
     assert result.stdout.str().count("= imagegen =") == 1
@@ -77,8 +80,8 @@ def test_suite_runs_against_the_endpoint_another_project_names(
     pytester.makepyprojecttoml(_pyproject(local))
     result = pytester.runpytest(OPTION, "-rs")
     outcomes = result.parseoutcomes()
-    faults = sum(1 for c in REGISTRY.values() if c.needs_faults)
-    assert outcomes == {"passed": len(REGISTRY) - faults, "skipped": faults}, result.stdout.str()
+    faults = sum(1 for c in PLAIN.values() if c.needs_faults)
+    assert outcomes == {"passed": len(PLAIN) - faults, "skipped": faults}, result.stdout.str()
     report = json.loads((pytester.path / "imagegen-report.json").read_text())
     assert set(report["endpoints"]) == {"local"}
     assert {t["nodeid"].split("[")[-1] for t in report["tests"]} == {"local]"}
@@ -118,16 +121,16 @@ def test_suite_recorded_once_replays_offline_and_lists_unused_cassettes(
     pytester: pytest.Pytester,
 ) -> None:
     record = pytester.runpytest(OPTION, "--imagegen-record-mode=once", "-p", "no:cacheprovider")
-    record.assert_outcomes(passed=len(REGISTRY))
+    record.assert_outcomes(passed=len(PLAIN))
     folder = pytester.path / "cassettes" / "reference" / "conformance"
     recorded = {p.stem for p in folder.glob("*.yaml")}
-    with_requests = {c.id for c in REGISTRY.values() if c.sends_requests and not c.needs_faults}
+    with_requests = {c.id for c in PLAIN.values() if c.sends_requests and not c.needs_faults}
     assert recorded == with_requests
     stale = folder / "separation.retired_check.yaml"
     stale.write_text((folder / "separation.image_call_carries_image_model.yaml").read_text())
 
     replay = pytester.runpytest(OPTION, "--imagegen-report=report.json", "-p", "no:cacheprovider")
-    replay.assert_outcomes(passed=len(REGISTRY))
+    replay.assert_outcomes(passed=len(PLAIN))
     report = json.loads((pytester.path / "report.json").read_text())
     statuses = {t["check"]: t["cassette_status"] for t in report["tests"]}
     assert {statuses[c] for c in with_requests} == {"replayed"}

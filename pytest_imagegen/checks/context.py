@@ -28,7 +28,8 @@ if TYPE_CHECKING:
     from pytest_imagegen.budget import Budget
     from pytest_imagegen.config import Endpoint
     from pytest_imagegen.images import GeneratedImage
-    from pytest_imagegen.reference import ReferenceServer
+    from pytest_imagegen.reference import ReferenceServer, RemoteReference
+    from pytest_imagegen.upstream import Exchange, UpstreamTap
 
 __all__ = [
     "MAX_THUMBNAILS",
@@ -92,6 +93,7 @@ class Call:
     images: tuple[GeneratedImage, ...] = ()
     document: Any = None  # the parsed JSON body, or None
     cut: BodyCut | None = None  # set when the body was above the cap (content: its prefix)
+    exchange: Exchange | None = None  # what the gateway's upstream received (upstream mode)
 
     @property
     def body_bytes(self) -> int:
@@ -132,23 +134,29 @@ class CheckContext:
     (None otherwise, and always outside pytest): checks that draw their requests with
     hypothesis send these instead, because new draws depend on the hypothesis release and
     on the local modules imported, and would find no recording.
+
+    When the endpoint is a gateway with an ``upstream``, ``reference`` is that upstream (a
+    ``ReferenceServer`` or ``RemoteReference``): faults are scripted there, requests go to the
+    gateway, and ``upstream_tap`` pairs each request with what the upstream received
+    (``Call.exchange``); pass a replaying tap to read those from a recording instead.
     """
 
     def __init__(
         self,
         endpoint: Endpoint,
         *,
-        reference: ReferenceServer | None = None,
+        reference: ReferenceServer | RemoteReference | None = None,
         budget: Budget | None = None,
         client_factory: Callable[..., openai.OpenAI] | None = None,
         is_live: Callable[[Any], bool] | None = None,
         replayed: Callable[[], int] | None = None,
         data: dict[str, Any] | None = None,
         recorded_requests: Sequence[Mapping[str, Any]] | None = None,
+        upstream_tap: UpstreamTap | None = None,
     ) -> None:
         from pytest_imagegen.config import bind_reference
 
-        self.endpoint = bind_reference(endpoint, reference)
+        self.endpoint = bind_reference(endpoint, reference)  # type: ignore[arg-type]
         self.profile = self.endpoint.profile
         self.reference = reference
         self.budget = budget
@@ -164,18 +172,31 @@ class CheckContext:
         self.recorded_requests: list[dict[str, Any]] | None = (
             None if recorded_requests is None else [dict(body) for body in recorded_requests]
         )
+        if upstream_tap is None and self.endpoint.upstream is not None and reference is not None:
+            from pytest_imagegen.upstream import UpstreamTap
+
+            upstream_tap = UpstreamTap(self.endpoint, server=reference)
+        self.upstream_tap = upstream_tap
 
     # ------------------------------------------------------------------ facts
 
     @property
     def can_inject_faults(self) -> bool:
-        """Whether the endpoint is a reference server this context controls."""
+        """Whether faults scripted on :attr:`reference` reach this endpoint's answers: it is
+        that reference server, or a gateway in front of it (upstream mode)."""
+        if self.through_gateway:
+            return True
         ref = self.reference
         return (
             ref is not None
             and getattr(ref, "running", False)
             and self.endpoint.base_url.rstrip("/") == ref.base_url.rstrip("/")
         )
+
+    @property
+    def through_gateway(self) -> bool:
+        """Requests go to a gateway whose upstream this context sees (live or recorded)."""
+        return self.endpoint.upstream is not None and self.upstream_tap is not None
 
     @property
     def images_url(self) -> str:
@@ -237,6 +258,31 @@ class CheckContext:
     def fail(self, message: str, *, call: Call | None = None) -> NoReturn:
         """Fail the check; the diagnosis of ``call`` (if any) goes to the report."""
         raise ConformanceFailure(message, diagnosis=call.diagnosis if call is not None else None)
+
+    def script_fault(self, name: str, **options: Any) -> None:
+        """Queue a fault on the reference server (or the gateway's upstream); nothing when the
+        upstream's side is replayed from a recording."""
+        if self.upstream_tap is not None and self.upstream_tap.replaying:
+            return
+        if self.reference is None:
+            self.skip(f"needs fault injection: endpoint {self.endpoint.name!r} has no upstream")
+        self.reference.faults.add(name, **options)
+
+    def clear_faults(self) -> None:
+        """Remove the faults still queued (between the scenarios of one check)."""
+        if self.reference is not None and not (
+            self.upstream_tap is not None and self.upstream_tap.replaying
+        ):
+            self.reference.faults.clear()
+
+    def warn(self, message: str) -> None:
+        """A deviation that loses information but breaks no client: a
+        :class:`~pytest_imagegen.verdict.DeviationWarning` (an error under ``-W error::...``),
+        kept in the report data as well."""
+        from pytest_imagegen.verdict import deviation
+
+        self.data["deviations"].append(message)
+        deviation(message, stacklevel=2)
 
     def skip(self, reason: str) -> NoReturn:
         raise CheckSkipped(reason)
@@ -386,6 +432,8 @@ class CheckContext:
 
         call = Call(method, path, body)
         self.window_end = time.monotonic() + float(self.endpoint.deadline_s)
+        tap = self.upstream_tap
+        mark = tap.begin() if tap is not None else None
         start = time.perf_counter()
         try:
             raw = send()
@@ -407,6 +455,8 @@ class CheckContext:
         except BudgetExceededError as exc:
             raise ConformanceFailure(str(exc)) from exc
         call.latency_s = time.perf_counter() - start
+        if tap is not None and mark is not None:
+            call.exchange = tap.end(mark, headers=call.headers, content=call.content)
         found = find_cut(call.content)
         if found is not None:
             call.content, call.cut = found

@@ -22,14 +22,16 @@ if TYPE_CHECKING:
     from pytest_imagegen.budget import Budget
     from pytest_imagegen.checks.context import CheckContext
     from pytest_imagegen.config import Endpoint
-    from pytest_imagegen.reference import ReferenceServer
+    from pytest_imagegen.reference import ReferenceServer, RemoteReference
 
 __all__ = [
     "AREAS",
     "NEEDS_FAULTS",
+    "NEEDS_UPSTREAM",
     "REGISTRY",
     "Check",
     "CheckResult",
+    "applicable",
     "catalogue",
     "check",
     "get_check",
@@ -45,12 +47,21 @@ AREAS = (
     "response_shape",
     "errors",
     "fallback",
+    "gateway",
     "efficiency",
     "cost",
 )
 
 #: The skip reason of a check that needs faults against any other endpoint.
-NEEDS_FAULTS = "needs fault injection: endpoint {name!r} is not the reference server"
+NEEDS_FAULTS = (
+    "needs fault injection: endpoint {name!r} is not the reference server and declares no "
+    "upstream (see docs/gateways.md)"
+)
+#: The skip reason of a gateway check for an endpoint without an upstream.
+NEEDS_UPSTREAM = (
+    "needs an upstream: endpoint {name!r} declares none (upstream = {{ listen = ... }} makes the "
+    "reference server its upstream; see docs/gateways.md)"
+)
 
 
 @dataclass(frozen=True)
@@ -63,10 +74,13 @@ class Check:
     func: Callable[[CheckContext], None] = field(repr=False)
     summary: str  # the docstring's first paragraph: what the check asserts
     failure: str  # the docstring's "Fails with:" text
-    needs_faults: bool = False  # talks to the reference server directly, with scripted faults
+    needs_faults: bool = False  # scripts faults on the reference server (or a gateway's upstream)
     sends_requests: bool = True
+    needs_upstream: bool = False  # judges what a gateway's upstream received
 
     def __call__(self, ctx: CheckContext) -> None:
+        if self.needs_upstream and not ctx.through_gateway:
+            raise CheckSkipped(NEEDS_UPSTREAM.format(name=ctx.endpoint.name))
         if self.needs_faults and not ctx.can_inject_faults:
             raise CheckSkipped(NEEDS_FAULTS.format(name=ctx.endpoint.name))
         self.func(ctx)
@@ -87,7 +101,11 @@ def _parse_doc(doc: str | None) -> tuple[str, str]:
 
 
 def check(
-    area: str, *, needs_faults: bool = False, sends_requests: bool = True
+    area: str,
+    *,
+    needs_faults: bool = False,
+    sends_requests: bool = True,
+    needs_upstream: bool = False,
 ) -> Callable[[Callable[[CheckContext], None]], Callable[[CheckContext], None]]:
     """Register the decorated function as check ``area.<function name>``."""
     if area not in AREAS:
@@ -109,6 +127,7 @@ def check(
             failure=failure,
             needs_faults=needs_faults,
             sends_requests=sends_requests,
+            needs_upstream=needs_upstream,
         )
         if entry.id in REGISTRY:
             raise ValueError(f"check {entry.id} is registered twice")
@@ -133,6 +152,12 @@ def get_check(check_id: str) -> Check:
         raise KeyError(
             f"no check {check_id!r}.{hint} See pytest_imagegen.checks.REGISTRY."
         ) from None
+
+
+def applicable(entry: Check, endpoint: Endpoint) -> bool:
+    """Whether ``entry`` belongs in a run against ``endpoint``: the ``gateway`` checks only for
+    an endpoint with an upstream (for others they are not applicable, not skipped)."""
+    return endpoint.upstream is not None or not entry.needs_upstream
 
 
 def select_checks(select: str | Iterable[str] | None = None) -> list[Check]:
@@ -166,41 +191,75 @@ class CheckResult:
 
     id: str
     endpoint: str
-    status: str  # "passed" | "failed" | "skipped"
+    status: str  # "passed" | "warned" | "failed" | "skipped"
     message: str = ""
     data: Mapping[str, Any] = field(default_factory=dict)
     diagnosis: Diagnosis | None = None
 
     @property
     def passed(self) -> bool:
-        return self.status == "passed"
+        """Passed, with or without deviation warnings."""
+        return self.status in ("passed", "warned")
 
 
 def run_check(entry: Check, ctx: CheckContext) -> CheckResult:
     """Run one check and turn its outcome into a :class:`CheckResult` (never raises for a
-    failure or a skip; other exceptions, which are bugs, propagate)."""
+    failure or a skip; other exceptions, which are bugs, propagate).
+
+    A check that passed with :class:`~pytest_imagegen.verdict.DeviationWarning` s is
+    ``warned`` (their messages joined); one whose warning the filters made an error failed.
+    """
+    import warnings
+
+    from pytest_imagegen.verdict import DeviationWarning
+
+    name = ctx.endpoint.name
+    # Outside pytest the deviations are returned, not printed; an "error" filter the caller
+    # set still applies.
+    action = "error" if _is_error(DeviationWarning) else "ignore"
     try:
-        entry(ctx)
+        with warnings.catch_warnings():
+            warnings.simplefilter(action, DeviationWarning)
+            entry(ctx)
     except CheckSkipped as exc:
-        return CheckResult(entry.id, ctx.endpoint.name, "skipped", exc.reason, ctx.data)
+        return CheckResult(entry.id, name, "skipped", exc.reason, ctx.data)
     except ConformanceFailure as exc:
-        return CheckResult(entry.id, ctx.endpoint.name, "failed", str(exc), ctx.data, exc.diagnosis)
-    return CheckResult(entry.id, ctx.endpoint.name, "passed", "", ctx.data)
+        return CheckResult(entry.id, name, "failed", str(exc), ctx.data, exc.diagnosis)
+    except DeviationWarning as exc:
+        return CheckResult(entry.id, name, "failed", str(exc), ctx.data)
+    deviations = ctx.data.get("deviations") or []
+    if deviations:
+        return CheckResult(entry.id, name, "warned", "\n".join(deviations), ctx.data)
+    return CheckResult(entry.id, name, "passed", "", ctx.data)
+
+
+def _is_error(category: type[Warning]) -> bool:
+    """Whether the active warning filters turn ``category`` into an error (first match wins,
+    as in :mod:`warnings`; filters on a message or module are taken as matching)."""
+    import warnings
+
+    for action, _message, filtered, _module, _lineno in warnings.filters:
+        if isinstance(filtered, type) and issubclass(category, filtered):
+            return action == "error"
+    return False
 
 
 def run(
     endpoint: Endpoint,
     *,
     select: str | Iterable[str] | None = None,
-    reference: ReferenceServer | None = None,
+    reference: ReferenceServer | RemoteReference | None = None,
     client_factory: Callable[..., openai.OpenAI] | None = None,
     budget: Budget | None = None,
 ) -> list[CheckResult]:
     """Run the selected checks against ``endpoint``, without pytest.
 
-    ``select``: check ids, area names or patterns (all checks when None). ``reference`` is
-    the :class:`~pytest_imagegen.reference.ReferenceServer` the endpoint points at, when it
-    does: checks that need scripted faults run only then (and are skipped otherwise); an
+    ``select``: check ids, area names or patterns (when None: every check that
+    :func:`applicable` says belongs to the endpoint). ``reference`` is the
+    :class:`~pytest_imagegen.reference.ReferenceServer` the endpoint points at, when it
+    does, or the upstream of a gateway endpoint (``endpoint.upstream``; a
+    ``ReferenceServer`` or ``RemoteReference``): checks that need scripted faults run only
+    then (and are skipped otherwise), and the ``gateway`` checks only with an upstream; an
     embedded reference endpoint (empty ``base_url``) is pointed at it, and it is reset after
     each check. ``client_factory(**overrides)`` makes the ``openai.OpenAI`` clients (default
     ``endpoint.client``; it must accept ``http_client``). ``budget`` (a
@@ -212,7 +271,10 @@ def run(
 
     endpoint = bind_reference(endpoint, reference)
     results = []
-    for entry in select_checks(select):
+    chosen = select_checks(select)
+    if select is None:
+        chosen = [c for c in chosen if applicable(c, endpoint)]
+    for entry in chosen:
         ctx = CheckContext(
             endpoint, reference=reference, budget=budget, client_factory=client_factory
         )
@@ -228,6 +290,10 @@ def catalogue() -> str:
     """The check catalogue as a Markdown table (id, what it asserts, failure text)."""
     lines = ["| check id | asserts | fails with |", "|---|---|---|"]
     for entry in REGISTRY.values():
-        needs = " *(reference server only: needs fault injection)*" if entry.needs_faults else ""
+        needs = ""
+        if entry.needs_faults:
+            needs = " *(needs fault injection: the reference server or a gateway's upstream)*"
+        if entry.needs_upstream:
+            needs = " *(gateways with an upstream only)*"
         lines.append(f"| `{entry.id}` | {entry.summary}{needs} | {entry.failure} |")
     return "\n".join(lines)
