@@ -166,20 +166,22 @@ def test_each_gateway_check_catches_its_misbehaviour(
 
 
 def test_retries_past_the_deadline_fail(upstream):
-    misbehaviour = Misbehaviour(retries=3, retry_delay_s=0.4)
+    # 4 attempts 0.35 s apart take over 1 s; the client's own 10 retries make that over
+    # 11 s, past the 8 s deadline (a slower machine only makes it longer).
+    misbehaviour = Misbehaviour(retries=3, retry_delay_s=0.35)
     result = results_for(
         upstream,
         ["gateway.attempts_within_limits"],
         misbehaviour,
-        timeout_s=5.0,
-        deadline_s=1.0,
-        max_retries=1,
+        timeout_s=8.0,
+        deadline_s=8.0,
+        max_retries=10,
         fallback=(),
     )["gateway.attempts_within_limits"]
     assert result.status == "failed", result.message
     assert "the gateway made 4 upstream attempts for one client request" in result.message
-    assert "with max_retries=1 a client waits up to" in result.message
-    assert "past deadline_s=1" in result.message
+    assert "with max_retries=10 a client waits up to" in result.message
+    assert "past deadline_s=8" in result.message
 
 
 def test_a_warning_made_an_error_fails_the_check(upstream):

@@ -230,8 +230,9 @@ def attempts_within_limits(ctx: CheckContext) -> None:
     deadline = ctx.endpoint.deadline_s
     if call.diagnosis is not None and call.diagnosis.category == "timeout":
         ctx.fail(
-            f"the client gave up after timeout_s={ctx.endpoint.timeout_s:g} while the gateway "
-            f"was still retrying ({n} upstream attempt(s) so far: {_statuses(exchange)})",
+            f"the client's request timed out (timeout_s={ctx.endpoint.timeout_s:g}, "
+            f"deadline_s={deadline:g}) while the gateway was still retrying ({n} upstream "
+            f"attempt(s) so far: {_statuses(exchange)})",
             call=call,
         )
     if n <= 1:
