@@ -14,6 +14,7 @@ from pytest_imagegen.checks import REGISTRY, run
 from pytest_imagegen.config import Endpoint, Upstream
 from pytest_imagegen.profiles import get_profile
 from pytest_imagegen.reference import ReferenceServer, RemoteReference
+from pytest_imagegen.verdict import DeviationWarning
 
 UPSTREAM_KEY = "sk-upstream-of-the-gateway-0123456789"
 CLIENT_KEY = "sk-client-of-the-gateway-9876543210"
@@ -53,6 +54,7 @@ def results_for(upstream, select, misbehaviour=None, *, reference=None, **change
     return {r.id: r for r in results}
 
 
+@pytest.mark.filterwarnings("error::pytest_imagegen.DeviationWarning")
 def test_a_faithful_gateway_passes_every_gateway_and_fault_check(upstream):
     results = results_for(upstream, [*GATEWAY_CHECKS, *FAULT_CHECKS])
     assert set(results) == {*GATEWAY_CHECKS, *FAULT_CHECKS}
@@ -157,10 +159,14 @@ def test_fault_checks_and_gateway_checks_work_on_a_remote_upstream(upstream):
 def test_each_gateway_check_catches_its_misbehaviour(
     upstream, misbehaviour, check_id, status, message
 ):
-    result = results_for(upstream, [check_id], misbehaviour)[check_id]
-    assert (result.status, message in result.message) == (status, True), result.message
     if status == "warned":
+        with pytest.warns(DeviationWarning) as caught:
+            result = results_for(upstream, [check_id], misbehaviour)[check_id]
         assert result.data["deviations"] and result.passed
+        assert [str(w.message) for w in caught] == result.data["deviations"]
+    else:
+        result = results_for(upstream, [check_id], misbehaviour)[check_id]
+    assert (result.status, message in result.message) == (status, True), result.message
     # No key ever appears in what a check reports.
     assert UPSTREAM_KEY not in result.message and CLIENT_KEY not in result.message
 
@@ -186,8 +192,6 @@ def test_retries_past_the_deadline_fail(upstream):
 
 def test_a_warning_made_an_error_fails_the_check(upstream):
     import warnings
-
-    from pytest_imagegen.verdict import DeviationWarning
 
     with warnings.catch_warnings():
         warnings.simplefilter("error", DeviationWarning)

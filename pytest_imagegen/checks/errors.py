@@ -106,11 +106,9 @@ def wrong_key_is_authentication(ctx: CheckContext) -> None:
     call = ctx.generate(client=client, expect_images=False, **ctx.cheap_params())
     _expect(ctx, call, "authentication", "a wrong API key")
     if call.status != 401:
-        from pytest_imagegen.verdict import deviation
-
         # Only the message says "wrong key" (LiteLLM without a database answers 400): the
         # SDK raises BadRequestError, so handlers of AuthenticationError miss it.
-        deviation(
+        ctx.warn(
             f"{ctx.endpoint.name}: a wrong API key was answered HTTP {call.status}, not 401; "
             f"only its message says authentication, so the SDK raises another error than "
             f"openai.AuthenticationError: {call.describe()}"
