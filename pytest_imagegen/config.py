@@ -1517,6 +1517,7 @@ _OUTPUT_SOURCES: dict[str, dict[str, str]] = {
     },
 }
 
+
 def _output_name(key: str, source: str) -> str:
     for prefix, name in _OUTPUT_SOURCES[key].items():
         if source.startswith(prefix):

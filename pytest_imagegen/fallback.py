@@ -646,7 +646,7 @@ def _attempt(
 
     def fetch(url: str) -> bytes:
         nonlocal fetched
-        data = _fetch_url(client, url, watch)
+        data = _fetch_url(client, url, watch, endpoint)
         fetched += len(data)
         return data
 
@@ -709,7 +709,7 @@ def _read_limited(chunks: Any, watch: _Watch, limit: int, what: str) -> bytes:
     return b"".join(parts)
 
 
-def _fetch_url(client: openai.OpenAI, url: str, watch: _Watch) -> bytes:
+def _fetch_url(client: openai.OpenAI, url: str, watch: _Watch, endpoint: Endpoint) -> bytes:
     """Download an image URL (dall-e ``response_format=url``) within the attempt's time.
 
     Uses the client's own HTTP layer so that cassettes and proxies apply; it sends none of
@@ -720,26 +720,44 @@ def _fetch_url(client: openai.OpenAI, url: str, watch: _Watch) -> bytes:
             return decode_b64(url)
         except ValueError as exc:
             raise MalformedResponse(f"the image data URL is not valid base64: {exc}") from None
-    if not url.lower().startswith(("http://", "https://")):
-        raise MalformedResponse(f"the image URL {_shorten(url, 80)!r} is not an http(s) URL")
+    from pytest_imagegen import image_urls
+    from pytest_imagegen.bounds import Limits, largest_image_bytes
+
+    # Scheme and address literals are refused before anything is sent; a name is checked
+    # where it is connected to, when the client is a bounded one.
+    image_urls.check_url(url, base_url=endpoint.base_url)
     http = getattr(client, "_client", None)
     if http is None or not hasattr(http, "stream"):
         raise MalformedResponse("the response gave an image URL, but the client cannot fetch it")
     left = watch.time_left()
     if left <= 0:
         raise _OutOfTime
-    with http.stream("GET", url, timeout=left) as response:
-        watch.track(response)
-        try:
-            if response.status_code != 200:
-                raise MalformedResponse(
-                    f"the image URL answered HTTP {response.status_code} instead of an image"
-                )
-            return _read_limited(
-                response.iter_bytes(), watch, MAX_IMAGE_URL_BYTES, "an image URL's body"
-            )
-        finally:
-            watch.track(None)
+    cap = min(MAX_IMAGE_URL_BYTES, largest_image_bytes(endpoint.profile))
+    extensions = {
+        "imagegen_connect_guard": image_urls.connect_guard(url, base_url=endpoint.base_url),
+        "imagegen_limits": Limits(timeout_s=left, max_body_bytes=cap),
+    }
+    import httpx2
+
+    try:
+        with http.stream("GET", url, timeout=left, extensions=extensions) as response:
+            watch.track(response)
+            try:
+                if response.status_code != 200:
+                    raise MalformedResponse(
+                        f"the image URL {image_urls.shown(url)!r} answered HTTP "
+                        f"{response.status_code} instead of an image"
+                    )
+                return _read_limited(response.iter_bytes(), watch, cap, "an image URL's body")
+            finally:
+                watch.track(None)
+    except httpx2.HTTPError as exc:
+        if watch.time_left() <= 0:
+            raise _OutOfTime from None
+        raise MalformedResponse(
+            f"downloading the image URL {image_urls.shown(url)!r} failed: "
+            f"{type(exc).__name__}: {exc}"
+        ) from None
 
 
 def _requested_size(step: Step) -> str | None:

@@ -138,3 +138,17 @@ def raw_server(behaviour: Behaviour) -> Iterator[RawServer]:
         yield server
     finally:
         server.stop()
+
+
+def routes(table: dict[str, Behaviour], default: Behaviour | None = None) -> Behaviour:
+    """A behaviour per request path (the first line's target, query left out)."""
+
+    def run(conn: socket.socket, request: bytes, stop: threading.Event) -> None:
+        target = request.split(b"\r\n", 1)[0].split(b" ")[1].decode()
+        behaviour = table.get(target.split("?", 1)[0], default)
+        if behaviour is None:
+            answer(404, b"{}")(conn, request, stop)
+        else:
+            behaviour(conn, request, stop)
+
+    return run

@@ -17,7 +17,7 @@ from pytest_imagegen.checks.context import CheckContext
 from pytest_imagegen.config import Endpoint, bind_reference, load_settings
 from pytest_imagegen.errors import ConformanceFailure
 from pytest_imagegen.profiles import get_profile
-from pytest_imagegen.reference import ReferenceServer
+from pytest_imagegen.reference import ReferenceServer, key_digest
 
 
 @pytest.fixture(scope="module")
@@ -211,6 +211,7 @@ def test_wrong_key_check_also_replaces_credential_headers(reference: ReferenceSe
     assert logged.headers["api-key"].startswith("sk-im")  # the wrong key, masked by the log
     # Kept as configured (the log masks every header outside its allowlist, by length).
     assert logged.headers["x-team"] == "*" * len("imaging")
+    assert key_digest("imaging") in logged.key_digests  # sent unchanged
 
 
 def test_wrong_key_check_keeps_routing_headers_whose_names_contain_key(

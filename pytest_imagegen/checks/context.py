@@ -481,14 +481,13 @@ class CheckContext:
         http = self._http_clients[-1] if self._http_clients else None
 
         def fetch(url: str) -> bytes:
+            from pytest_imagegen import image_urls
+            from pytest_imagegen.bounds import largest_image_bytes
+
             if http is None:
                 raise MalformedResponse("the response gave an image URL and no client can fetch it")
-            response = http.get(url, timeout=self.endpoint.timeout_s)
-            if response.status_code != 200:
-                raise MalformedResponse(
-                    f"the image URL answered HTTP {response.status_code} instead of an image"
-                )
-            return response.content
+            limits = replace(self.limits(), max_body_bytes=largest_image_bytes(self.profile))
+            return image_urls.fetch(http, url, base_url=self.endpoint.base_url, limits=limits)
 
         try:
             call.images = parse_images_response(
