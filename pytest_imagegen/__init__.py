@@ -11,9 +11,18 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "classify": "pytest_imagegen.errors",
+    "classify": "pytest_imagegen.classify",
     "Diagnosis": "pytest_imagegen.errors",
     "Category": "pytest_imagegen.errors",
+    "BudgetExceededError": "pytest_imagegen.errors",
+    "CallerError": "pytest_imagegen.errors",
+    "CassetteError": "pytest_imagegen.errors",
+    "ConfigError": "pytest_imagegen.errors",
+    "ConformanceFailure": "pytest_imagegen.errors",
+    "EndpointError": "pytest_imagegen.errors",
+    "ImagegenError": "pytest_imagegen.errors",
+    "MalformedResponse": "pytest_imagegen.errors",
+    "ModelSeparationError": "pytest_imagegen.errors",
     "generate": "pytest_imagegen.fallback",
     "Outcome": "pytest_imagegen.fallback",
     "Attempt": "pytest_imagegen.fallback",
@@ -24,9 +33,18 @@ _LAZY = {
 
 __all__ = [
     "Attempt",
+    "BudgetExceededError",
+    "CallerError",
+    "CassetteError",
     "Category",
+    "ConfigError",
+    "ConformanceFailure",
     "DeviationWarning",
     "Diagnosis",
+    "EndpointError",
+    "ImagegenError",
+    "MalformedResponse",
+    "ModelSeparationError",
     "Outcome",
     "ReferenceServer",
     "RemoteReference",
@@ -36,7 +54,20 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from pytest_imagegen.errors import Category, Diagnosis, classify
+    from pytest_imagegen.classify import classify
+    from pytest_imagegen.errors import (
+        BudgetExceededError,
+        CallerError,
+        CassetteError,
+        Category,
+        ConfigError,
+        ConformanceFailure,
+        Diagnosis,
+        EndpointError,
+        ImagegenError,
+        MalformedResponse,
+        ModelSeparationError,
+    )
     from pytest_imagegen.fallback import Attempt, Outcome, generate
     from pytest_imagegen.reference import ReferenceServer, RemoteReference
     from pytest_imagegen.verdict import DeviationWarning

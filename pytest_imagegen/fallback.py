@@ -29,15 +29,14 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
+from pytest_imagegen.classify import classify, hint_for
+from pytest_imagegen.classify import malformed as malformed_diagnosis
 from pytest_imagegen.errors import (
+    CallerError,
     ConfigError,
     Diagnosis,
-    ImagegenError,
     MalformedResponse,
-    classify,
-    hint_for,
 )
-from pytest_imagegen.errors import malformed as malformed_diagnosis
 from pytest_imagegen.images import GeneratedImage, decode_b64, inspect_image
 from pytest_imagegen.profiles import resolve_profile
 from pytest_imagegen.request_builder import build_request
@@ -502,7 +501,7 @@ class _Result:
     images: tuple[GeneratedImage, ...] = ()
     response_bytes: int = 0
     usage: dict[str, Any] | None = None
-    error: ImagegenError | None = None  # raised in the caller's thread (e.g. CassetteError)
+    error: CallerError | None = None  # raised in the caller's thread (e.g. CassetteError)
 
 
 class _OutOfTime(Exception):
@@ -616,9 +615,10 @@ def _attempt_thread(
         )
     except MalformedResponse as exc:
         result = _Result(malformed_diagnosis(str(exc), status=exc.status))
-    except ImagegenError as exc:
-        # Our own machinery failed (a cassette that cannot answer, a refused connection in
-        # replay mode): that is the user's to fix, not an endpoint error to fall back from.
+    except CallerError as exc:
+        # The caller's setup refused the request (a cassette that cannot answer, a refused
+        # connection in replay mode): that is the user's to fix, not an endpoint error to
+        # fall back from.
         result = _Result(None, error=exc)
     except BaseException as exc:  # a thread must not die with an exception: it is a diagnosis
         result = _Result(classify(exc))

@@ -154,7 +154,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if report.when == "call" or (report.when == "setup" and not report.passed):
         data["outcome"] = report.outcome
         if report.failed and call.excinfo is not None:
-            from pytest_imagegen.errors import diagnosis_of
+            from pytest_imagegen.classify import diagnosis_of
 
             diagnosis = diagnosis_of(call.excinfo.value)
             if diagnosis is not None:

@@ -22,19 +22,18 @@ import openai
 import pytest
 from _support import CATEGORY_TABLE, litellm_error_cases, real_error_cases
 
-from pytest_imagegen import errors
-from pytest_imagegen.errors import (
+from pytest_imagegen.classify import (
     MESSAGE_MAX_CHARS,
     PROBLEM_CLASS,
     RETRYABLE,
-    Category,
-    Diagnosis,
     _classify,
     classify,
+    decide,
     hint_for,
     malformed,
     mask_secrets,
 )
+from pytest_imagegen.errors import Category, Diagnosis
 
 REAL_ERRORS = real_error_cases()
 LITELLM_ERRORS = litellm_error_cases()
@@ -936,7 +935,7 @@ def test_classify_never_raises_even_when_the_classifier_breaks(
     def broken(ev: object, now: float) -> Diagnosis:
         raise RuntimeError("bug")
 
-    monkeypatch.setattr(errors, "_decide", broken)
+    monkeypatch.setattr(decide, "_decide", broken)
     d = classify((429, {}, b""))
     assert d.category == "unknown"
     assert "RuntimeError" in d.hint

@@ -15,15 +15,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pytest_imagegen.errors import (
+from pytest_imagegen.classify import (
     MESSAGE_MAX_CHARS,
     PROBLEM_CLASS,
     RETRYABLE,
-    Category,
-    Diagnosis,
     _classify,
     classify,
 )
+from pytest_imagegen.errors import Category, Diagnosis
 
 NOW = 1_800_000_000.0
 CATEGORIES = frozenset(c.value for c in Category)

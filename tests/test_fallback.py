@@ -20,8 +20,9 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from pytest_imagegen.classify import hint_for
 from pytest_imagegen.config import Endpoint
-from pytest_imagegen.errors import CassetteError, ConfigError, Diagnosis, hint_for
+from pytest_imagegen.errors import CassetteError, ConfigError, Diagnosis
 from pytest_imagegen.fallback import (
     MAX_STEP_REPEATS,
     MIN_ATTEMPT_S,

@@ -14,7 +14,7 @@ import openai
 import pytest
 from _support import HTTP, REFERENCE_KEY, spec_validator
 
-from pytest_imagegen.errors import classify, malformed
+from pytest_imagegen.classify import classify, malformed
 from pytest_imagegen.fallback import MalformedResponse, parse_images_response
 from pytest_imagegen.images import inspect_image, sniff_format
 from pytest_imagegen.reference import DEFECTS, FAULTS, ReferenceServer

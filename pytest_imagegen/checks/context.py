@@ -428,7 +428,7 @@ class CheckContext:
         import openai
 
         from pytest_imagegen.bounds import find_cut
-        from pytest_imagegen.errors import classify, malformed
+        from pytest_imagegen.classify import classify, malformed
 
         call = Call(method, path, body)
         self.window_end = time.monotonic() + float(self.endpoint.deadline_s)
@@ -469,7 +469,7 @@ class CheckContext:
         return call
 
     def _parse_images(self, call: Call, client: openai.OpenAI | None) -> None:
-        from pytest_imagegen.errors import malformed
+        from pytest_imagegen.classify import malformed
         from pytest_imagegen.fallback import MalformedResponse, parse_images_response
         from pytest_imagegen.profiles import parse_size
 
