@@ -954,6 +954,10 @@ def use_cassette(
             raise
     if session is not None:
         data["cassette_status"] = session.status
+        # What went live instead of being replayed, and the recordings left unplayed (an
+        # edited or outdated request), for the terminal summary.
+        data["cassette_live"] = session.live
+        data["cassette_unplayed"] = list(session.unused)
 
 
 def recorded_requests(cassette: CassetteUse) -> list[dict[str, Any]] | None:

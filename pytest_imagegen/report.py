@@ -379,6 +379,24 @@ def render_terminal(doc: Mapping[str, Any]) -> list[str]:
                         subsequent_indent="        ",
                         break_on_hyphens=False,
                     )
+    went_live = [t for t in tests if t.get("cassette_status") in ("live", "partly live")]
+    if went_live:
+        lines += [
+            "",
+            f"went live during replay ({len(went_live)}): requests with no recording left in "
+            "the cassette were sent to the loopback endpoint, and nothing was recorded:",
+        ]
+        for test in went_live:
+            live = test.get("cassette_live") or 0
+            what = f"{test['cassette_status']}" + (f", {live} live request(s)" if live else "")
+            lines.append(f"  {test['nodeid']}: {what}")
+            unplayed = test.get("cassette_unplayed") or []
+            if unplayed:
+                lines.append(f"      recorded but not replayed (edited?): {', '.join(unplayed)}")
+        lines.append(
+            "  re-record them with --imagegen-record-mode=new_episodes (adds what is missing) "
+            "or =all (records them again)"
+        )
     if doc["unused_cassettes"]:
         lines += [
             "",
@@ -613,6 +631,8 @@ def _test_entry(record: _Record) -> dict[str, Any]:
         "response_bytes": _count(data.get("response_bytes")),
         "cassette": _text(data.get("cassette")),
         "cassette_status": _text(data.get("cassette_status")),
+        "cassette_live": _count(data.get("cassette_live")),
+        "cassette_unplayed": [str(x) for x in data.get("cassette_unplayed") or ()],
     }
 
 

@@ -150,6 +150,8 @@ REPORT_SCHEMA: dict[str, Any] = {
                     "response_bytes",
                     "cassette",
                     "cassette_status",
+                    "cassette_live",
+                    "cassette_unplayed",
                 ],
                 "properties": {
                     "nodeid": {"type": "string"},
@@ -168,6 +170,8 @@ REPORT_SCHEMA: dict[str, Any] = {
                     "response_bytes": {"type": "integer"},
                     "cassette": _STR_OR_NULL,
                     "cassette_status": _STR_OR_NULL,
+                    "cassette_live": {"type": "integer"},
+                    "cassette_unplayed": {"type": "array", "items": {"type": "string"}},
                 },
             },
         },
@@ -923,3 +927,26 @@ def test_importing_the_report_module_stays_light() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_tests_that_went_live_in_replay_are_named_in_the_terminal() -> None:
+    # Issue 10, finding 7: "partly live" was only in the JSON report.
+    collector = ReportCollector(run_info={"record_mode": "none"})
+    run_test(
+        collector,
+        "suite::efficiency.latency[reference]",
+        {
+            "endpoint": "reference",
+            "check": "efficiency.latency",
+            "cassette_status": "partly live",
+            "cassette_live": 1,
+            "cassette_unplayed": ["POST /v1/images/generations"],
+        },
+    )
+    run_test(collector, "suite::separation.x[reference]", {"cassette_status": "replayed"})
+    text = "\n".join(collector.terminal_lines())
+    assert "went live during replay (1)" in text
+    assert "suite::efficiency.latency[reference]: partly live, 1 live request(s)" in text
+    assert "recorded but not replayed (edited?): POST /v1/images/generations" in text
+    assert "--imagegen-record-mode=new_episodes" in text
+    assert "separation.x" not in text.split("went live during replay")[1]
