@@ -223,3 +223,26 @@ def test_gateway_checks_skip_without_an_upstream(upstream):
     results = run(endpoint, select="gateway")
     assert {r.status for r in results} == {"skipped"}
     assert "needs an upstream: endpoint 'plain' declares none" in results[0].message
+
+
+def test_request_shape_says_the_gateway_dropped_a_param_the_upstream_never_received(upstream):
+    """A gateway that drops response_format (LiteLLM with drop_params) answers 200: the check
+    fails saying the gateway dropped it, not that "the endpoint accepted" it."""
+    checks = ["request_shape.rejects_response_format", "request_shape.invalid_requests_refused"]
+    dropping = Misbehaviour(drop_params=("response_format", "seed", "input_fidelity"))
+    results = results_for(upstream, checks, dropping)
+    shape = results["request_shape.rejects_response_format"]
+    assert shape.status == "failed"
+    assert shape.message.startswith('the gateway dropped {"response_format": "b64_json"}')
+    assert "the upstream never received 'response_format'" in shape.message
+    drawn = results["request_shape.invalid_requests_refused"]
+    assert drawn.status == "failed"
+    assert "the gateway dropped it" in drawn.message
+    # The faithful pass-through forwards it, and the upstream's refusal reaches the client.
+    faithful = results_for(upstream, checks)
+    assert all(r.status == "passed" for r in faithful.values()), faithful
+    # Without an upstream the suite cannot know where the parameter went: the old wording.
+    with Gateway(upstream.base_url, UPSTREAM_KEY, dropping) as gateway:
+        plain = replace(endpoint_for(gateway, upstream), upstream=None)
+        (result,) = run(plain, select=checks[0])
+    assert result.status == "failed" and result.message.startswith("the endpoint accepted")

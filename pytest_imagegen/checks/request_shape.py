@@ -39,12 +39,35 @@ def _strict_profile(ctx: CheckContext) -> None:
         )
 
 
+def dropped_by_gateway(call: Call, param: str) -> bool:
+    """Whether a gateway forwarded the request upstream without ``param`` (upstream mode
+    only: False when nothing is known of what the upstream received)."""
+    exchange = getattr(call, "exchange", None)
+    upstream = getattr(exchange, "upstream", None) or ()
+    bodies = [u.body for u in upstream if getattr(u, "route", None) == "images"]
+    return bool(bodies) and all(not isinstance(b, dict) or param not in b for b in bodies)
+
+
+def _gateway_note(call: Call, param: str) -> str:
+    """Why, when the upstream's side says so: the gateway removed the planted param."""
+    if not dropped_by_gateway(call, param):
+        return ""
+    return f" The upstream never received {param!r}: the gateway dropped it."
+
+
 def _expect_refusal(ctx: CheckContext, param: str, **params: Any) -> None:
     """Send a request invalid in ``param`` and require invalid_request naming ``param``."""
     body = {**ctx.cheap_params(), **params}
     call = ctx.generate(expect_images=False, **body)
     shown = {param: params.get(param)}
     if call.diagnosis is None:
+        if dropped_by_gateway(call, param):
+            ctx.fail(
+                f"the gateway dropped {json.dumps(shown)}: the upstream never received "
+                f"{param!r}, and the client got HTTP {call.status} as if it had been "
+                f"accepted; {ctx.profile.name} must refuse it with invalid_request naming "
+                f"param {param!r}"
+            )
         ctx.fail(
             f"the endpoint accepted {json.dumps(shown)} (HTTP {call.status}); "
             f"{ctx.profile.name} must refuse it with invalid_request naming param {param!r}"
@@ -53,13 +76,15 @@ def _expect_refusal(ctx: CheckContext, param: str, **params: Any) -> None:
     if diagnosis.category != "invalid_request":
         ctx.fail(
             f"{json.dumps(shown)} was refused as {diagnosis.category}, expected "
-            f"invalid_request naming param {param!r}: {call.describe()}",
+            f"invalid_request naming param {param!r}: {call.describe()}"
+            + _gateway_note(call, param),
             call=call,
         )
     if diagnosis.param != param:
         ctx.fail(
             f"{json.dumps(shown)} was refused as invalid_request, but the error names param "
-            f"{diagnosis.param!r} instead of {param!r}: {call.describe()}",
+            f"{diagnosis.param!r} instead of {param!r}: {call.describe()}"
+            + _gateway_note(call, param),
             call=call,
         )
 
@@ -224,7 +249,7 @@ def invalid_requests_refused(ctx: CheckContext) -> None:
         if diagnosis is None or diagnosis.category != "invalid_request" or diagnosis.param != param:
             failures.append(
                 f"an invalid request was not refused as invalid_request naming {param!r}: "
-                f"{call.request_line()}: {call.describe()}"
+                f"{call.request_line()}: {call.describe()}" + _gateway_note(call, param)
             )
 
     send()
@@ -257,7 +282,7 @@ def _replay_invalid(ctx: CheckContext, recorded: list[dict[str, Any]]) -> None:
         if diagnosis is None or diagnosis.category != "invalid_request" or diagnosis.param != param:
             ctx.fail(  # one failure is enough
                 f"an invalid request was not refused as invalid_request naming {param!r}: "
-                f"{call.request_line()}: {call.describe()}"
+                f"{call.request_line()}: {call.describe()}" + _gateway_note(call, param)
             )
 
 
@@ -343,7 +368,9 @@ def rejects_response_format(ctx: CheckContext) -> None:
     refused with invalid_request naming param "response_format".
 
     Fails with: "the endpoint accepted {"response_format": "b64_json"} (HTTP 200);
-    gpt-image-1 must refuse it with invalid_request naming param 'response_format'".
+    gpt-image-1 must refuse it with invalid_request naming param 'response_format'" (through
+    a gateway whose upstream never received it: "the gateway dropped {"response_format":
+    "b64_json"}: ...").
     """
     _strict_profile(ctx)
     if ctx.profile.accepts("response_format"):
