@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from pytest_imagegen.checks.context import CheckContext
     from pytest_imagegen.config import Endpoint, Settings
     from pytest_imagegen.reference import ReferenceServer
+    from pytest_imagegen.upstream import Upstreams
 
 # The exception a test's call phase ended with: a cassette error it already reported is not
 # raised a second time when the cassette closes at teardown.
@@ -153,6 +154,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         return report
     if report.when == "call" or (report.when == "setup" and not report.passed):
         data["outcome"] = report.outcome
+        if report.passed and data.get("deviations"):
+            data["outcome"] = "warned"  # passed with DeviationWarnings
         if report.failed and call.excinfo is not None:
             from pytest_imagegen.classify import diagnosis_of
 
@@ -428,11 +431,13 @@ def _imagegen_check_context(
     check: Check = item.imagegen_check
     endpoint = imagegen_settings.endpoint(item.imagegen_endpoint_name)
     reference = request.getfixturevalue("imagegen_reference") if endpoint.is_reference else None
+    gateway = endpoint.upstream is not None
     with ExitStack() as stack:
-        is_live = replayed = recorded = None
+        is_live = replayed = recorded = cassette = tap = None
         # Checks with scripted faults talk to the reference server directly: a stall cannot
-        # be recorded, and what they test is the live behaviour.
-        if check.sends_requests and not check.needs_faults:
+        # be recorded, and what they test is the live behaviour. Through a gateway they are
+        # recorded like the others, with what the upstream received next to the cassette.
+        if check.sends_requests and (gateway or not check.needs_faults):
             cassette = stack.enter_context(
                 _cassette(item, endpoint, imagegen_settings, SUITE_CASSETTE_MODULE, check.id)
             )
@@ -440,6 +445,19 @@ def _imagegen_check_context(
             # Checks that draw their requests replay the recorded ones: new draws depend on
             # the hypothesis release and on the local modules imported.
             recorded = recorded_requests(cassette)
+        if gateway:
+            from pytest_imagegen.errors import ConfigError
+            from pytest_imagegen.upstream import upstream_side
+
+            try:
+                reference, tap = upstream_side(
+                    endpoint,
+                    stack,
+                    cassette=cassette,
+                    upstreams=lambda: request.getfixturevalue("_imagegen_upstreams"),
+                )
+            except ConfigError as exc:
+                pytest.fail(f"pytest-imagegen upstream: {exc}", pytrace=False)
         ctx = CheckContext(
             endpoint,
             reference=reference,
@@ -448,6 +466,19 @@ def _imagegen_check_context(
             replayed=replayed,
             data=item_data(item),
             recorded_requests=recorded,
+            upstream_tap=tap,
         )
         stack.callback(ctx.close)
         yield ctx
+
+
+@pytest.fixture(scope="session")
+def _imagegen_upstreams() -> Iterator[Upstreams]:
+    """The upstreams of gateway endpoints (upstream mode), started on first use."""
+    from pytest_imagegen.upstream import Upstreams
+
+    upstreams = Upstreams()
+    try:
+        yield upstreams
+    finally:
+        upstreams.stop()

@@ -633,6 +633,9 @@ def _test_entry(record: _Record) -> dict[str, Any]:
         "cassette_status": _text(data.get("cassette_status")),
         "cassette_live": _count(data.get("cassette_live")),
         "cassette_unplayed": [str(x) for x in data.get("cassette_unplayed") or ()],
+        # DeviationWarnings: a passed test with any is "warned" (see docs/gateways.md).
+        "deviations": [str(d) for d in data.get("deviations") or () if isinstance(d, str)],
+        "warned": record.outcome == "passed" and bool(data.get("deviations")),
     }
 
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -28,8 +29,12 @@ __all__ = [
     "Exchange",
     "UpstreamRequest",
     "UpstreamTap",
+    "Upstreams",
+    "open_upstream",
     "read_upstream_log",
+    "replays_upstream",
     "upstream_log_path",
+    "upstream_side",
     "write_upstream_log",
 ]
 
@@ -284,3 +289,105 @@ def read_upstream_log(path: Path) -> list[Exchange] | None:
             f"{path}: the upstream log next to the cassette is unreadable ({exc}); delete it "
             "and the cassette, and record again with --imagegen-record-mode=once"
         ) from None
+
+
+# ---------------------------------------------------------------------- the run's upstreams
+
+
+class Upstreams:
+    """The upstream servers of a run's gateway endpoints, each started (or, for a ``url``
+    upstream, reached) on first use and stopped by :meth:`stop`.
+
+    A ``listen`` upstream is a :class:`~pytest_imagegen.reference.ReferenceServer` on that
+    fixed address, accepting the upstream key (any key without one); a ``url`` upstream is a
+    :class:`~pytest_imagegen.reference.RemoteReference` driven with the admin key.
+    """
+
+    def __init__(self) -> None:
+        self._handles: dict[str, Any] = {}
+
+    def get(self, endpoint: Endpoint) -> Any:
+        """The upstream of ``endpoint`` (ConfigError saying what to do when it cannot be had)."""
+        handle = self._handles.get(endpoint.name)
+        if handle is None:
+            handle = self._handles[endpoint.name] = open_upstream(endpoint)
+        return handle
+
+    def stop(self) -> None:
+        handles, self._handles = self._handles, {}
+        for handle in handles.values():
+            handle.stop()
+
+
+def open_upstream(endpoint: Endpoint) -> Any:
+    """Start (listen) or reach (url) the upstream of ``endpoint``."""
+    from pytest_imagegen.errors import ConfigError
+    from pytest_imagegen.reference import ReferenceServer
+    from pytest_imagegen.reference.remote import RemoteReference, RemoteReferenceError
+
+    upstream = endpoint.upstream
+    if upstream is None:
+        raise ValueError(f"endpoint {endpoint.name!r} has no upstream")
+    if upstream.listen is not None:
+        host, port = upstream.listen
+        server = ReferenceServer(
+            host=host,
+            port=port,
+            api_keys=[upstream.api_key] if upstream.api_key else None,
+            accept_any_key=not upstream.api_key,
+        )
+        try:
+            return server.start()
+        except OSError as exc:
+            raise ConfigError(
+                f"endpoint {endpoint.name!r}: cannot start the upstream reference server on "
+                f"{host}:{port} ({exc.strerror or exc}). Another process holds the port: stop "
+                "it or change upstream.listen (and your gateway's upstream URL). Under "
+                "pytest-xdist every worker would need the port: run gateway endpoints with "
+                "-n 0."
+            ) from None
+    remote = RemoteReference(upstream.url or "", upstream.admin_key, api_key=upstream.api_key)
+    try:
+        return remote.start()
+    except (RemoteReferenceError, ValueError) as exc:
+        raise ConfigError(f"endpoint {endpoint.name!r}: upstream: {exc}") from None
+
+
+def replays_upstream(cassette_path: Path, *, policy: str) -> bool:
+    """Whether a test's upstream side is read from its recording rather than observed: the
+    cassette is replayed (or, for a loopback gateway, replayable) and the log is there."""
+    if policy == "live":
+        return False
+    return cassette_path.exists() and upstream_log_path(cassette_path).exists()
+
+
+def upstream_side(
+    endpoint: Endpoint,
+    stack: ExitStack,
+    *,
+    cassette: Any,
+    upstreams: Callable[[], Upstreams],
+) -> tuple[Any, UpstreamTap]:
+    """The upstream handle (None on replay) and the tap for one test of a gateway endpoint.
+
+    ``cassette`` is the test's :class:`~pytest_imagegen.cassettes.CassetteUse` (None for a
+    test without one). On replay the tap hands out the exchanges stored next to the
+    cassette; live, the upstream is reset before and after the test, and when the cassette
+    is being recorded the exchanges are stored next to it when the test ends.
+    """
+    path: Path | None = cassette.session.path if cassette is not None else None
+    if path is not None and replays_upstream(path, policy=cassette.policy):
+        recorded = read_upstream_log(upstream_log_path(path)) or []
+        return None, UpstreamTap(endpoint, recorded=recorded)
+    handle = upstreams().get(endpoint)
+    handle.reset()
+    tap = UpstreamTap(endpoint, server=handle)
+    recording = cassette is not None and cassette.session.mode != "none"
+
+    def finish() -> None:
+        handle.reset()  # stalled requests released, faults cleared
+        if recording and path is not None and tap.exchanges:
+            write_upstream_log(upstream_log_path(path), tap.exchanges)
+
+    stack.callback(finish)
+    return handle, tap

@@ -9,9 +9,13 @@ can be shown failing (or warning) on it and passing on the faithful pass-through
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -191,3 +195,54 @@ class Gateway:
         handler.send_header("Content-Length", str(len(content)))
         handler.end_headers()
         handler.wfile.write(content)
+
+
+class GatewayProcess:
+    """The gateway in a process of its own (so a cassette recording the client's traffic in
+    this process never sees the gateway's own calls upstream); ``base_url`` once started."""
+
+    def __init__(
+        self, upstream_url: str, upstream_key: str, misbehaviour: Misbehaviour | None = None
+    ) -> None:
+        self.upstream_url = upstream_url
+        self.upstream_key = upstream_key
+        self.misbehaviour = misbehaviour or Misbehaviour()
+        self.base_url = ""
+        self._proc: subprocess.Popen[str] | None = None
+
+    def __enter__(self) -> GatewayProcess:
+        env = {**os.environ, "GATEWAY_UPSTREAM_KEY": self.upstream_key}
+        self._proc = subprocess.Popen(
+            [sys.executable, __file__, self.upstream_url, json.dumps(asdict(self.misbehaviour))],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        assert self._proc.stdout is not None
+        line = self._proc.stdout.readline().strip()  # the child prints its URL when ready
+        if not line.startswith("http://"):
+            self.__exit__()
+            raise RuntimeError(f"the gateway process did not start: {line!r}")
+        self.base_url = line
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            self._proc.communicate(timeout=30)
+
+
+def _main() -> None:
+    upstream_url, options = sys.argv[1], json.loads(sys.argv[2])
+    misbehaviour = Misbehaviour(
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *args: stop.set())
+    with Gateway(upstream_url, os.environ["GATEWAY_UPSTREAM_KEY"], misbehaviour) as gateway:
+        print(gateway.base_url, flush=True)
+        stop.wait(600)  # bounded: a forgotten gateway ends by itself
+
+
+if __name__ == "__main__":
+    _main()

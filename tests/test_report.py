@@ -152,6 +152,8 @@ REPORT_SCHEMA: dict[str, Any] = {
                     "cassette_status",
                     "cassette_live",
                     "cassette_unplayed",
+                    "deviations",
+                    "warned",
                 ],
                 "properties": {
                     "nodeid": {"type": "string"},
@@ -172,6 +174,8 @@ REPORT_SCHEMA: dict[str, Any] = {
                     "cassette_status": _STR_OR_NULL,
                     "cassette_live": {"type": "integer"},
                     "cassette_unplayed": {"type": "array", "items": {"type": "string"}},
+                    "deviations": {"type": "array", "items": {"type": "string"}},
+                    "warned": {"type": "boolean"},
                 },
             },
         },

@@ -158,8 +158,7 @@ def rate_limit_carries_retry_after(ctx: CheckContext) -> None:
     Fails with: "the 429 rate-limit answer has no Retry-After header; clients cannot tell how
     long to wait" (or "... was classified quota, expected rate_limit").
     """
-    assert ctx.reference is not None
-    ctx.reference.faults.add("rate_limit", times=1)
+    ctx.script_fault("rate_limit", times=1)
     call = ctx.generate(expect_images=False, **ctx.cheap_params())
     _expect(ctx, call, "rate_limit", "a 429 rate limit")
     if call.diagnosis is not None and not call.diagnosis.retryable:
@@ -180,8 +179,7 @@ def quota_is_not_retryable(ctx: CheckContext) -> None:
     Fails with: "exhausted quota was classified rate_limit, expected quota" (a client would
     retry it).
     """
-    assert ctx.reference is not None
-    ctx.reference.faults.add("quota", times=1)
+    ctx.script_fault("quota", times=1)
     call = ctx.generate(expect_images=False, **ctx.cheap_params())
     _expect(ctx, call, "quota", "exhausted quota")
     if call.diagnosis is not None and call.diagnosis.retryable:
@@ -195,8 +193,7 @@ def server_error_is_retryable(ctx: CheckContext) -> None:
     Fails with: "HTTP 500 answer is not JSON (body starts '<html>...')" or "a 500 server error
     was classified unknown, expected server".
     """
-    assert ctx.reference is not None
-    ctx.reference.faults.add("server_error", times=1)
+    ctx.script_fault("server_error", times=1)
     call = ctx.generate(expect_images=False, **ctx.cheap_params())
     _expect(ctx, call, "server", "a 500 server error")
     if call.diagnosis is not None and not call.diagnosis.retryable:

@@ -75,10 +75,9 @@ def stalled_primary_falls_back(ctx: CheckContext) -> None:
     Fails with: "with a stalled primary the chain failed after 3 attempt(s): timeout ..."
     (plus the trace) or "... took 12.30 s, past deadline_s=10".
     """
-    assert ctx.reference is not None
     if not ctx.endpoint.fallback:
         ctx.skip(f"endpoint {ctx.endpoint.name!r} has no fallback chain")
-    ctx.reference.faults.add("stall", times=1)
+    ctx.script_fault("stall", times=1)
     outcome = _run(ctx, faulted=True)
     if not outcome.ok:
         raise_failure(
@@ -101,8 +100,7 @@ def non_retryable_stops_at_once(ctx: CheckContext) -> None:
     Fails with: "a quota failure took 2 attempts; a non-retryable category must stop the chain
     at once" (plus the trace).
     """
-    assert ctx.reference is not None
-    ctx.reference.faults.add("quota", times=1)
+    ctx.script_fault("quota", times=1)
     outcome = _run(ctx, faulted=True)
     if len(outcome.attempts) != 1:
         raise_failure(
