@@ -6,27 +6,38 @@ start), so it is marked ``litellm`` and left out of the default ``pytest`` run; 
     pytest -m litellm tests/test_litellm_gateway.py
 
 It skips only when pip cannot install ``litellm[proxy]`` (the reason says what pip said).
-Everything stays on 127.0.0.1: the reference server (the upstream), the proxy in front of it
-(``drop_params`` on, then off; no database), and the suite run as users run it, in a pytest
-subprocess whose JSON report and output give each check's verdict.
+Everything stays on 127.0.0.1: the reference server (the upstream, with a key of its own),
+the proxy in front of it (``drop_params`` on, then off; no database), and the checks.
+
+Every registered check runs through the proxy with ``checks.run`` and the upstream declared
+(so the fault-injection checks script their faults upstream and the ``gateway`` checks see
+what the upstream received); the verdict of each, and why, is asserted against what LiteLLM
+1.106.2 was observed to do (:data:`EXPECTED`). A few checks also run as users run them,
+``pytest --imagegen`` in a subprocess, to show the verdicts reach pytest's output.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import subprocess
 import sys
 import textwrap
+import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import _litellm
 import pytest
 
-from pytest_imagegen.checks import REGISTRY
+from pytest_imagegen.budget import Budget
+from pytest_imagegen.checks import REGISTRY, CheckResult, run
+from pytest_imagegen.config import Endpoint, Upstream
+from pytest_imagegen.profiles import get_profile
 from pytest_imagegen.reference import ReferenceServer
+from pytest_imagegen.verdict import DeviationWarning
 
 pytestmark = pytest.mark.litellm
 
@@ -34,9 +45,68 @@ IMAGE_MODEL = "gpt-image-1"
 CHAT_MODEL = "gpt-4o-mini"
 SUITE_TIMEOUT_S = 900
 
-#: Checks that need a fault injected into the endpoint: skipped for an endpoint that is not
-#: the reference server itself.
-FAULT_CHECKS = {check_id for check_id, entry in REGISTRY.items() if entry.needs_faults}
+#: What LiteLLM 1.106.2 does to each check that does not simply pass, as observed: check id
+#: -> {drop_params: (status, text its message must contain)}, where one entry stands for both
+#: settings when it has the key ``None``. Every other check passes.
+EXPECTED: dict[str, dict[bool | None, tuple[str, str]]] = {
+    # drop_params: true removes response_format before the upstream sees it and answers
+    # 200. Without it LiteLLM refuses it itself: 400 "Setting `response_format` is not
+    # supported", whose param the classifier reads from the message (so the checks pass).
+    "request_shape.rejects_response_format": {
+        True: ("failed", 'the gateway dropped {"response_format": "b64_json"}'),
+    },
+    "request_shape.invalid_requests_refused": {
+        True: ("failed", "the gateway dropped it"),
+    },
+    # No database: a key that is not the master key gets 400 "No connected db.", which is
+    # authentication by its message (not a request parameter), but not a 401.
+    "errors.wrong_key_is_authentication": {None: ("warned", "answered HTTP 400, not 401")},
+    # A one-off upstream 429, quota or 500 is retried by LiteLLM until it succeeds: the client
+    # gets 200 and never sees the error the check scripted.
+    "errors.rate_limit_carries_retry_after": {
+        None: ("failed", "a 429 rate limit was answered with HTTP 200")
+    },
+    "errors.quota_is_not_retryable": {
+        None: ("failed", "exhausted quota was answered with HTTP 200")
+    },
+    "errors.server_error_is_retryable": {
+        None: ("failed", "a 500 server error was answered with HTTP 200")
+    },
+    "fallback.non_retryable_stops_at_once": {None: ("failed", "a quota failure ended as success")},
+    # The endpoint has no fallback chain (a stall would cost timeout_s per run).
+    "fallback.stalled_primary_falls_back": {None: ("skipped", "has no fallback chain")},
+    # An upstream 500 on every attempt: LiteLLM's retries times the OpenAI client's.
+    "gateway.attempts_within_limits": {None: ("warned", "upstream attempts for one client")},
+    "gateway.upstream_errors_reported": {
+        None: ("warned", "upstream errors hidden by the gateway's retries")
+    },
+    "gateway.non_retryable_not_retried": {
+        None: ("failed", "retried non-retryable upstream errors: insufficient_quota (429)")
+    },
+    "gateway.error_fields_preserved": {
+        None: ("warned", "`code` 'insufficient_quota' became '429' (rewritten to the status")
+    },
+    "gateway.retry_after_preserved": {None: ("failed", "the gateway's 429 has no Retry-After")},
+}
+
+
+def expected(check_id: str, drop_params: bool) -> tuple[str, str]:
+    """The status and message text :data:`EXPECTED` gives one check ("passed" otherwise)."""
+    table = EXPECTED.get(check_id, {})
+    return table.get(drop_params) or table.get(None) or ("passed", "")
+
+
+def test_expected_verdicts_name_registered_checks() -> None:
+    """A renamed check must not leave a stale expectation behind that nothing reads."""
+    assert set(EXPECTED) <= set(REGISTRY)
+
+
+@dataclass(frozen=True)
+class UpstreamServer:
+    """The reference server the proxy forwards to, and the key the proxy must send it."""
+
+    server: ReferenceServer
+    key: str
 
 
 @pytest.fixture(scope="module")
@@ -48,50 +118,98 @@ def litellm_python() -> Path:
         pytest.skip(f"LiteLLM cannot be installed here, so this test cannot run: {exc}")
 
 
-@pytest.fixture
-def upstream() -> Iterator[ReferenceServer]:
-    """The reference server the proxy forwards to, with a key of its own."""
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[UpstreamServer]:
+    """The upstream: a reference server accepting only the proxy's upstream key."""
     key = f"sk-upstream-{secrets.token_hex(12)}"
     with ReferenceServer(api_keys=[key]) as server:
-        yield server
+        yield UpstreamServer(server, key)
 
 
-@pytest.fixture(params=[True, False], ids=["drop_params", "strict"])
+@pytest.fixture(scope="module", params=[True, False], ids=["drop_params", "strict"])
 def gateway(
     request: pytest.FixtureRequest,
     litellm_python: Path,
-    upstream: ReferenceServer,
-    tmp_path: Path,
+    upstream: UpstreamServer,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[_litellm.Proxy, str, bool]]:
-    """A LiteLLM proxy in front of ``upstream``: (proxy, its master key, drop_params)."""
+    """A LiteLLM proxy in front of ``upstream``: (proxy, its master key, drop_params); one
+    per setting, shared by the tests of this module."""
     drop_params = bool(request.param)
     master_key = f"sk-master-{secrets.token_hex(12)}"
     config = _litellm.proxy_config(
-        upstream_url=upstream.base_url,
-        upstream_key=upstream.api_key,
+        upstream_url=upstream.server.base_url,
+        upstream_key=upstream.key,
         master_key=master_key,
         drop_params=drop_params,
         image_model=IMAGE_MODEL,
         chat_model=CHAT_MODEL,
     )
-    folder = tmp_path / "litellm"
-    folder.mkdir()
+    folder = tmp_path_factory.mktemp("litellm")
     with _litellm.running_proxy(litellm_python, config, folder) as proxy:
         yield proxy, master_key, drop_params
 
 
-def _run_suite(project: Path, base_url: str, key: str) -> tuple[dict[str, dict[str, Any]], str]:
-    """Run ``pytest --imagegen`` against the gateway: (the report's tests by check, output)."""
+def _endpoint(proxy: _litellm.Proxy, master_key: str, upstream: UpstreamServer) -> Endpoint:
+    return Endpoint(
+        name="litellm",
+        base_url=proxy.base_url,
+        image_model=IMAGE_MODEL,
+        profile=get_profile(IMAGE_MODEL),
+        api_key=master_key,
+        chat_model=CHAT_MODEL,
+        timeout_s=60.0,
+        upstream=Upstream(url=upstream.server.base_url, api_key=upstream.key),
+    )
+
+
+def _run_checks(
+    endpoint: Endpoint, upstream: UpstreamServer
+) -> tuple[list[CheckResult], list[str]]:
+    """Every check through the proxy: (results, the DeviationWarning texts issued)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DeviationWarning)
+        results = run(endpoint, reference=upstream.server, budget=Budget(1.0))
+    upstream.server.check()
+    issued = [str(w.message) for w in caught if issubclass(w.category, DeviationWarning)]
+    return results, issued
+
+
+def test_every_check_through_litellm_has_its_observed_verdict(
+    gateway: tuple[_litellm.Proxy, str, bool], upstream: UpstreamServer
+) -> None:
+    """Each check's verdict through LiteLLM, and why (its failure or warning text)."""
+    proxy, master_key, drop_params = gateway
+    upstream.server.reset()
+    results, issued = _run_checks(_endpoint(proxy, master_key, upstream), upstream)
+    assert {r.id for r in results} == set(REGISTRY)
+    mismatches = {
+        r.id: {"expected": expected(r.id, drop_params), "seen": (r.status, r.message)}
+        for r in results
+        if r.status != expected(r.id, drop_params)[0]
+        or expected(r.id, drop_params)[1] not in r.message
+    }
+    assert not mismatches, json.dumps(mismatches, indent=1) + "\n" + proxy.log_tail()
+    # A warned check issued its DeviationWarning (pytest users see it, -W error fails it).
+    for result in results:
+        if result.status == "warned":
+            assert any(text in result.message for text in issued), result.id
+
+
+def test_pytest_imagegen_against_litellm_shows_the_verdicts(
+    gateway: tuple[_litellm.Proxy, str, bool], tmp_path: Path
+) -> None:
+    """``pytest --imagegen`` against the proxy as a plain endpoint (no upstream declared):
+    the request_shape verdict reaches the report, the wrong-key warning pytest's summary."""
+    proxy, master_key, drop_params = gateway
+    project = tmp_path / "project"
     project.mkdir()
     (project / "pyproject.toml").write_text(
         textwrap.dedent(
             f"""
-            [tool.imagegen]
-            cassette_dir = "cassettes"
-
             [[tool.imagegen.endpoints]]
             name = "litellm"
-            base_url = "{base_url}"
+            base_url = "{proxy.base_url}"
             api_key_env = "GATEWAY_KEY"
             image_model = "{IMAGE_MODEL}"
             chat_model = "{CHAT_MODEL}"
@@ -99,24 +217,13 @@ def _run_suite(project: Path, base_url: str, key: str) -> tuple[dict[str, dict[s
             """
         )
     )
-    env = {
-        k: v
-        for k, v in __import__("os").environ.items()
-        if not k.startswith(("OPENAI_", "IMAGEGEN_"))
-    }
-    env["GATEWAY_KEY"] = key
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "IMAGEGEN_"))}
+    env["GATEWAY_KEY"] = master_key
+    selected = "rejects_response_format or wrong_key_is_authentication"
     result = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "pytest",
-            "--imagegen",
-            "-p",
-            "no:cacheprovider",
-            "-p",
-            "no:randomly",
-            "-rA",
-            "--imagegen-report=report.json",
+            *(sys.executable, "-m", "pytest", "--imagegen", "-k", selected),
+            *("-p", "no:cacheprovider", "--imagegen-report=report.json"),
         ],
         cwd=project,
         env=env,
@@ -125,80 +232,14 @@ def _run_suite(project: Path, base_url: str, key: str) -> tuple[dict[str, dict[s
         timeout=SUITE_TIMEOUT_S,
     )
     output = result.stdout + result.stderr
-    report = project / "report.json"
-    assert report.exists(), output
-    tests = json.loads(report.read_text())["tests"]
-    return {t["check"]: t for t in tests}, output
-
-
-#: What LiteLLM 1.106.2 does to each check that does not pass, as observed: check id ->
-#: {drop_params: (outcome, text the failure message or warning must contain)}. Every other
-#: check passes (fault-injection checks are skipped: the endpoint is not the reference
-#: server), with no DeviationWarning.
-EXPECTED: dict[str, dict[bool, tuple[str, str]]] = {
-    # drop_params: true removes response_format before the upstream sees it and answers 200.
-    # Without it LiteLLM refuses it itself: 400 "Setting `response_format` is not
-    # supported", whose param the classifier reads from the message.
-    "request_shape.rejects_response_format": {
-        True: ("failed", 'accepted {"response_format": "b64_json"} (HTTP 200)'),
-    },
-    "request_shape.invalid_requests_refused": {
-        True: ("failed", "not refused as invalid_request naming 'response_format'"),
-    },
-    # With no database, a key that is not the master key gets 400 "No connected db.":
-    # authentication by its message (the check passes), but not a 401 (a warning).
-    "errors.wrong_key_is_authentication": {
-        True: ("warned", "answered HTTP 400, not 401"),
-        False: ("warned", "answered HTTP 400, not 401"),
-    },
-}
-
-
-def _deviation_warnings(output: str) -> dict[str, str]:
-    """Check id -> the DeviationWarning text pytest's warnings summary shows for it."""
-    found: dict[str, str] = {}
-    if "warnings summary" not in output:
-        return found
-    section = output.split("warnings summary", 1)[1].split("-- Docs:", 1)[0]
-    current = None
-    for line in section.splitlines():
-        if line and not line[0].isspace() and "::" in line:
-            current = line.split("::", 1)[1].split("[", 1)[0]
-        elif current and "DeviationWarning:" in line:
-            found[current] = line.split("DeviationWarning:", 1)[1].strip()
-    return found
-
-
-def _expected(check_id: str, drop_params: bool) -> tuple[str, str]:
-    special = EXPECTED.get(check_id, {}).get(drop_params)
-    if special is not None:
-        return special
-    if check_id in FAULT_CHECKS:
-        return "skipped", "needs fault injection"
-    return "passed", ""
-
-
-def test_suite_verdicts_through_litellm(
-    gateway: tuple[_litellm.Proxy, str, bool], tmp_path: Path
-) -> None:
-    """Each check's verdict through LiteLLM, and why: the failure's or warning's text."""
-    proxy, master_key, drop_params = gateway
-    results, output = _run_suite(tmp_path / "project", proxy.base_url, master_key)
-    warned = _deviation_warnings(output)
-    assert set(results) == set(REGISTRY), output
-    seen: dict[str, tuple[str, str]] = {}
-    for check_id, test in results.items():
-        outcome = test["outcome"]
-        text = test.get("message") or ""
-        if outcome == "skipped":
-            text = json.dumps(test)
-        if outcome == "passed" and check_id in warned:
-            outcome, text = "warned", warned[check_id]
-        seen[check_id] = (outcome, text)
-    mismatches = {
-        check_id: {"expected": _expected(check_id, drop_params), "seen": seen[check_id]}
-        for check_id in REGISTRY
-        if seen[check_id][0] != _expected(check_id, drop_params)[0]
-        or _expected(check_id, drop_params)[1] not in seen[check_id][1]
-    }
-    assert not mismatches, json.dumps(mismatches, indent=1) + "\n" + output[-4000:]
+    tests = {t["check"]: t for t in json.loads((project / "report.json").read_text())["tests"]}
+    shape = tests["request_shape.rejects_response_format"]
+    if drop_params:
+        # Without an upstream the suite cannot see where the parameter went.
+        assert shape["outcome"] == "failed", output
+        assert 'accepted {"response_format": "b64_json"} (HTTP 200)' in shape["message"]
+        assert result.returncode == 1, output
+    else:
+        assert shape["outcome"] == "passed", output
+        assert result.returncode == 0, output
+    assert "DeviationWarning: litellm: a wrong API key was answered HTTP 400, not 401" in output
