@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     import openai
 
     from pytest_imagegen.profiles import Profile
-    from pytest_imagegen.reference import ReferenceServer
+    from pytest_imagegen.reference import ReferenceServer, RemoteReference
 
 # Where a value came from, highest precedence first (shown in the report header).
 SOURCE_CLI = "command line"
@@ -1841,7 +1841,7 @@ def _resolve_upstream(raw: Mapping[str, Any], where: str, problems: _Problems) -
             )
             return None
     else:
-        problem = _url_problem(url, "put the NAME of the variable holding it in admin_key_env")
+        problem = _url_problem(str(url), "put the NAME of the variable holding it in admin_key_env")
         if problem:
             problems.add(f"{where}: url: {problem}.")
             return None
@@ -1894,7 +1894,12 @@ def attach_upstream_keys(
             )
     if not found:
         return endpoint, problems
-    return replace(endpoint, upstream=replace(upstream, **found)), problems
+    upstream = replace(
+        upstream,
+        api_key=found.get("api_key", upstream.api_key),
+        admin_key=found.get("admin_key", upstream.admin_key),
+    )
+    return replace(endpoint, upstream=upstream), problems
 
 
 def _response_bytes(mb: Any) -> int | None:
@@ -2151,7 +2156,9 @@ def reference_options(settings: Settings, env: Mapping[str, str]) -> dict[str, A
     return options
 
 
-def bind_reference(endpoint: Endpoint, server: ReferenceServer | None) -> Endpoint:
+def bind_reference(
+    endpoint: Endpoint, server: ReferenceServer | RemoteReference | None
+) -> Endpoint:
     """The embedded reference endpoint pointed at a running server (others unchanged).
 
     With a server latency, its attempts and deadline get room for it: the defaults assume

@@ -199,7 +199,8 @@ def params_forwarded(ctx: CheckContext) -> None:
     for param, value in NEWER_OPTIONAL_PARAMS.items():
         if not ctx.profile.accepts(param):
             continue
-        newer = ctx.generate(expect_images=False, **ctx.cheap_params(), **{param: value})
+        params: dict[str, Any] = {**ctx.cheap_params(), param: value}
+        newer = ctx.generate(expect_images=False, **params)
         reached = _exchange(newer).upstream
         if not reached:
             ctx.warn(
