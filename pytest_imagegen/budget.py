@@ -37,6 +37,7 @@ __all__ = [
     "Reservation",
     "estimate_request",
     "event_hooks",
+    "shared_state_dir",
 ]
 
 #: Name of the shared state file inside the run's shared directory.
@@ -93,12 +94,9 @@ class Budget:
         self.path: Path | None = None
         self._file_lock: Any = None
         if state_dir is not None:
-            from filelock import FileLock
-
-            directory = Path(state_dir)
-            directory.mkdir(parents=True, exist_ok=True)
-            self.path = directory / STATE_FILE
-            self._file_lock = FileLock(str(self.path) + ".lock")
+            # Nothing is created until the first reservation: a run that sends nothing
+            # billable (a replay) writes no file.
+            self.path = Path(state_dir) / STATE_FILE
 
     def __repr__(self) -> str:
         return f"Budget(cap={_money(self.cap_usd)}, spent={_money(self.spent())})"
@@ -177,18 +175,34 @@ class Budget:
         return exc
 
     def _update(self, apply: Callable[[dict[str, int]], None]) -> dict[str, int]:
-        """Read the state, apply a change, write it back; atomic across threads/processes."""
+        """Read the state, apply a change, write it back; atomic across threads/processes.
+
+        A change that changes nothing (a read) takes no file lock and writes nothing: the
+        file is only ever replaced whole, so reading it without the lock is safe.
+        """
         with self._thread_lock:
             if self.path is None:
                 apply(self._memory)
                 return dict(self._memory)
-            with self._file_lock:
-                state = self._read()
-                before = dict(state)
-                apply(state)
-                if state != before:
-                    self._write(state)
+            state = self._read()
+            before = dict(state)
+            apply(state)
+            if state == before:
                 return state
+            with self._lock():
+                state = self._read()
+                apply(state)
+                self._write(state)
+                return state
+
+    def _lock(self) -> Any:
+        if self._file_lock is None:
+            from filelock import FileLock
+
+            assert self.path is not None
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file_lock = FileLock(str(self.path) + ".lock")
+        return self._file_lock
 
     def _read(self) -> dict[str, int]:
         assert self.path is not None
@@ -220,6 +234,22 @@ class Budget:
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(document), encoding="utf-8")
         os.replace(tmp, self.path)
+
+
+def shared_state_dir(config: Any) -> Path | None:
+    """Where the xdist workers of a pytest run (``config``) share the tally: a folder in the
+    controller's basetemp, which holds each worker's (``--basetemp`` as xdist sets it) and
+    exists already. None in a single process: the tally stays in memory, and a run that
+    reserves nothing writes no file."""
+    if not hasattr(config, "workerinput"):
+        return None
+    basetemp = getattr(config.option, "basetemp", None)
+    if basetemp:
+        return Path(basetemp).resolve().parent / "imagegen-budget"
+    factory = getattr(config, "_tmp_path_factory", None)
+    if factory is None:
+        return None
+    return Path(factory.getbasetemp()).parent / "imagegen-budget"
 
 
 def _price(profile: Profile, *, quality: str | None, size: str | None, n: int) -> float:

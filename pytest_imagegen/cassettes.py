@@ -60,8 +60,9 @@ from vcr.request import Request
 from vcr.serialize import deserialize as vcr_deserialize
 from vcr.serialize import serialize as vcr_serialize
 
+from pytest_imagegen import _yaml
 from pytest_imagegen._files import atomic_write, temp_prefix
-from pytest_imagegen._scrub import PLACEHOLDER, Scrubber
+from pytest_imagegen._scrub import PLACEHOLDER, Scrubber, _header
 from pytest_imagegen.config import is_loopback_host
 from pytest_imagegen.errors import CassetteError, ConfigError
 from pytest_imagegen.names import RECORD_MODES
@@ -204,6 +205,22 @@ class CassetteSession:
     live: int = 0
     unused: tuple[str, ...] = ()
     error: CassetteError | None = field(default=None, repr=False)
+    _cassette: ImagegenCassette | None = field(default=None, repr=False, compare=False)
+
+    def will_replay(self, request: Any) -> bool:
+        """Whether an ``httpx2.Request`` about to be sent would be answered from the
+        cassette (False when it would go out, or when that cannot be told: a streamed body
+        not read yet). The budget guard asks, so that a replayed request reserves nothing."""
+        cassette = self._cassette
+        if cassette is None:
+            return False
+        try:
+            body = request.content
+        except Exception:  # a streamed body (httpx2.RequestNotRead): assume it goes out
+            return False
+        return cassette.will_replay(
+            Request(request.method, str(request.url), body, request.headers)
+        )
 
     def summary(self) -> dict[str, Any]:
         """The fields the report keeps, JSON-ready."""
@@ -230,11 +247,8 @@ class CassetteSession:
 # -- file format ------------------------------------------------------------------------------
 
 
-class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]
+class _Dumper(_yaml.SafeDumper):  # type: ignore[misc,valid-type]
     """Safe YAML dumper (libyaml when available)."""
-
-
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class YamlSerializer:
@@ -265,7 +279,7 @@ class YamlSerializer:
 
     @staticmethod
     def deserialize(text: str) -> dict[str, Any]:
-        document = yaml.load(text, Loader=_Loader)
+        document = _yaml.load(text)
         if not isinstance(document, dict) or not isinstance(document.get("interactions"), list):
             raise ValueError("no list of interactions at the top level")
         header = document.get("imagegen")
@@ -455,21 +469,48 @@ class ImagegenCassette(Cassette):
         self._keys: list[Key] = []
         self._index: dict[Key, list[int]] = {}
         self._recorded: list[int] = []
+        self._key_memo: dict[tuple[Any, ...], Key] = {}
         self._lock = threading.RLock()
         self._loopback_live = loopback_live and mode == "none"
         self.existed = False
 
     # vcrpy calls these with the live request -------------------------------------------------
 
+    def _key(self, request: Request) -> Key:
+        """(method, path, canonical body) of a request: what matching compares."""
+        cached = getattr(request, "_imagegen_keyed", None)
+        if cached is not None and cached[0] is self._scrubber:
+            return cached[1]  # type: ignore[no-any-return]
+        content_type = _header(request.headers, "content-type")
+        # The same request is looked at twice (the budget asks whether it will be
+        # replayed, then vcrpy makes its own copy): its body is made canonical once.
+        memo = (request.method, request.uri, request.body, content_type)
+        key = self._key_memo.get(memo)
+        if key is None:
+            _, canonical = self._scrubber.request_body(request.body, content_type)
+            path = urlsplit(self._scrubber.url(request.uri)).path
+            key = self._key_memo[memo] = (request.method.upper(), path, canonical)
+        request._imagegen_keyed = (self._scrubber, key)  # type: ignore[attr-defined]
+        return key
+
     def _prepare(self, request: Request) -> tuple[Request, Key]:
+        """The request as the cassette stores it (secrets scrubbed), and its key."""
         cached = getattr(request, "_imagegen_prepared", None)
         if cached is not None and cached[0] is self._scrubber:
             return cached[1], cached[2]
-        scrubbed, canonical = self._scrubber.request(request)
-        key = (request.method.upper(), urlsplit(scrubbed.uri).path, canonical)
+        key = self._key(request)
+        scrubbed, _ = self._scrubber.request(request)
         scrubbed._imagegen_key = key  # type: ignore[attr-defined]
         request._imagegen_prepared = (self._scrubber, scrubbed, key)  # type: ignore[attr-defined]
         return scrubbed, key
+
+    def will_replay(self, request: Request) -> bool:
+        """Whether ``request``, sent now, would be answered from the cassette."""
+        if self.record_mode == RecordMode.ALL:
+            return False
+        key = self._key(request)
+        with self._lock:
+            return self._next_unplayed(key) is not None
 
     def filter_request(self, request: Request) -> Request | None:
         # vcrpy sends a request live, without refusing it as write-protected, when this
@@ -487,7 +528,7 @@ class ImagegenCassette(Cassette):
     def can_play_response_for(self, request: Request) -> bool:
         if self.record_mode == RecordMode.ALL or getattr(request, "_imagegen_live", False):
             return False
-        _, key = self._prepare(request)
+        key = self._key(request)
         with self._lock:
             index = self._next_unplayed(key)
             if index is not None:
@@ -518,12 +559,12 @@ class ImagegenCassette(Cassette):
         return self.data[index][1]
 
     def _responses(self, request: Request) -> Iterator[tuple[int, dict[str, Any]]]:
-        _, key = self._prepare(request)
+        key = self._key(request)
         for index in self._index.get(key, ()):
             yield index, self.data[index][1]
 
     def __contains__(self, request: Request) -> bool:
-        _, key = self._prepare(request)
+        key = self._key(request)
         return self._next_unplayed(key) is not None
 
     def append(self, request: Request, response: dict[str, Any]) -> None:
@@ -552,7 +593,7 @@ class ImagegenCassette(Cassette):
             error = CassetteError(_corrupt_message(self._path, str(exc)))
             raise self._session._fail(error) from None
         return [
-            (request, response, self._prepare(request)[1])
+            (request, response, self._key(request))
             for request, response in zip(requests, responses, strict=True)
         ]
 
@@ -854,6 +895,7 @@ def recording(
             path, mode=mode, scrubber=scrubber, session=session, loopback_live=loopback_live
         )
         cassette._load()
+        session._cassette = cassette
     try:
         with contextlib.ExitStack() as stack:
             if mode == "none":
@@ -910,6 +952,9 @@ class CassetteUse:
     policy: str
 
     def is_live(self, request: Any) -> bool:
+        if self.policy == "mixed":
+            # Asked before the request is sent: one the cassette will answer reserves nothing.
+            return not self.session.will_replay(request)
         return self.policy != "replay"
 
     def replayed(self) -> int:

@@ -307,18 +307,11 @@ def imagegen_reference(imagegen_reference_server: ReferenceServer) -> Iterator[R
 
 
 @pytest.fixture(scope="session")
-def imagegen_budget(
-    request: pytest.FixtureRequest,
-    imagegen_settings: Settings,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Budget:
+def imagegen_budget(request: pytest.FixtureRequest, imagegen_settings: Settings) -> Budget:
     """The spend guard: reserves each live request's estimated price against budget_usd."""
-    from pytest_imagegen.budget import Budget
+    from pytest_imagegen.budget import Budget, shared_state_dir
 
-    base = tmp_path_factory.getbasetemp()
-    # xdist workers' basetemps sit inside the controller's: its folder is shared by the run.
-    shared = base.parent if hasattr(request.config, "workerinput") else base
-    return Budget(imagegen_settings.budget_usd, shared / "imagegen-budget")
+    return Budget(imagegen_settings.budget_usd, shared_state_dir(request.config))
 
 
 @pytest.fixture

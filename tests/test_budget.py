@@ -102,6 +102,20 @@ def test_shared_tally_never_overspends_across_processes(tmp_path: Path) -> None:
     assert state["refused"] == 60 - 33
 
 
+def test_a_shared_tally_writes_nothing_until_a_reservation(tmp_path: Path) -> None:
+    folder = tmp_path / "shared"
+    budget = Budget(1.0, folder)
+    other = Budget(1.0, folder)  # another worker of the run
+    assert (budget.spent(), budget.remaining(), budget.state()["reservations"]) == (0, 1.0, 0)
+    assert not folder.exists()  # reading the tally created neither file nor lock
+    budget.reserve(0.25)
+    assert (folder / STATE_FILE).is_file()
+    assert other.spent() == pytest.approx(0.25)  # read from the file, without its lock
+    listing = sorted(p.name for p in folder.iterdir())
+    assert other.state()["spent_usd"] == pytest.approx(0.25)
+    assert sorted(p.name for p in folder.iterdir()) == listing
+
+
 def _client(hooks: dict, status: int = 200) -> httpx2.Client:
     def answer(request: httpx2.Request) -> httpx2.Response:
         return httpx2.Response(status, json={"created": 1, "data": []})
