@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from pytest_imagegen.checks import Check
     from pytest_imagegen.checks.context import CheckContext
     from pytest_imagegen.config import Endpoint, Settings
+    from pytest_imagegen.pool import ConnectionPools
     from pytest_imagegen.reference import ReferenceServer
     from pytest_imagegen.upstream import Upstreams
 
@@ -351,12 +352,25 @@ def _module_name(item: pytest.Item) -> str:
     return item.nodeid.split("::", 1)[0]
 
 
+@pytest.fixture(scope="session")
+def _imagegen_pools() -> Iterator[ConnectionPools]:
+    """The session's connection pools, one per endpoint, shared by the per-test clients."""
+    from pytest_imagegen.pool import ConnectionPools
+
+    pools = ConnectionPools()
+    try:
+        yield pools
+    finally:
+        pools.close()
+
+
 @pytest.fixture
 def imagegen_client(
     request: pytest.FixtureRequest,
     imagegen_endpoint: Endpoint,
     imagegen_settings: Settings,
     imagegen_budget: Budget,
+    _imagegen_pools: ConnectionPools,
 ) -> Iterator[openai.OpenAI]:
     """An openai.OpenAI bound to the endpoint, with the test's cassette and the budget guard."""
     from pytest_imagegen.bounds import Limits, bounded_client
@@ -382,7 +396,10 @@ def imagegen_client(
             timeout_s=float(endpoint.timeout_s),
             max_body_bytes=lambda request: endpoint.response_cap(requested_n(request)),
         )
-        client = endpoint.client(http_client=bounded_client(limits, event_hooks=hooks))
+        http_client = bounded_client(
+            limits, transport=_imagegen_pools.transport(endpoint), event_hooks=hooks
+        )
+        client = endpoint.client(http_client=http_client)
         try:
             yield client
         finally:
@@ -414,11 +431,13 @@ def _imagegen_check_context(
     request: pytest.FixtureRequest,
     imagegen_settings: Settings,
     imagegen_budget: Budget,
+    _imagegen_pools: ConnectionPools,
 ) -> Iterator[CheckContext]:
     """The context a suite check runs with (endpoint, clients, reference, budget, data;
     the request bodies its cassette recorded, when it is replayed)."""
     from pytest_imagegen.cassettes import recorded_requests
     from pytest_imagegen.checks.context import CheckContext
+    from pytest_imagegen.config import bind_reference
 
     item = request.node
     check: Check = item.imagegen_check
@@ -460,6 +479,7 @@ def _imagegen_check_context(
             data=item_data(item),
             recorded_requests=recorded,
             upstream_tap=tap,
+            transport=_imagegen_pools.transport(bind_reference(endpoint, reference)),
         )
         stack.callback(ctx.close)
         yield ctx

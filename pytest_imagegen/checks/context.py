@@ -22,6 +22,7 @@ from pytest_imagegen.errors import BudgetExceededError, ConformanceFailure, Diag
 from pytest_imagegen.testdata import cost_adder, with_measures
 
 if TYPE_CHECKING:
+    import httpx2
     import openai
 
     from pytest_imagegen.bounds import BodyCut, Limits
@@ -139,6 +140,10 @@ class CheckContext:
     ``ReferenceServer`` or ``RemoteReference``): faults are scripted there, requests go to the
     gateway, and ``upstream_tap`` pairs each request with what the upstream received
     (``Call.exchange``); pass a replaying tap to read those from a recording instead.
+
+    ``transport``, when given, is the inner transport of every HTTP client the context
+    makes, under each client's bounds (the plugin passes one that sends through the
+    session's connection pool of the endpoint, see :mod:`pytest_imagegen.pool`).
     """
 
     def __init__(
@@ -153,6 +158,7 @@ class CheckContext:
         data: dict[str, Any] | None = None,
         recorded_requests: Sequence[Mapping[str, Any]] | None = None,
         upstream_tap: UpstreamTap | None = None,
+        transport: httpx2.BaseTransport | None = None,
     ) -> None:
         from pytest_imagegen.config import bind_reference
 
@@ -163,6 +169,7 @@ class CheckContext:
         self._factory = client_factory or self.endpoint.client
         self._is_live = is_live or (lambda request: True)
         self._replayed = replayed
+        self._transport = transport
         self.data: dict[str, Any] = with_measures(data if data is not None else {})
         self.sent: list[SentRequest] = []
         self._http_clients: list[Any] = []
@@ -319,7 +326,7 @@ class CheckContext:
             replayed=self._replayed,
         )
         hooks["request"].insert(0, capture)
-        http_client = bounded_client(self.limits(), event_hooks=hooks)
+        http_client = bounded_client(self.limits(), transport=self._transport, event_hooks=hooks)
         self._http_clients.append(http_client)
         overrides.setdefault("max_retries", 0)
         return self._factory(http_client=http_client, **overrides)

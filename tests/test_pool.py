@@ -1,0 +1,209 @@
+"""One connection pool (and SSL context) per endpoint per session, shared by the per-test
+clients: what stays per test (timeout, retries, cassette) still does."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import httpx2
+import openai
+import pytest
+from _support import REFERENCE_KEY
+
+from pytest_imagegen.bounds import Limits, bounded_client
+from pytest_imagegen.cassettes import recording
+from pytest_imagegen.config import Endpoint
+from pytest_imagegen.errors import CassetteError
+from pytest_imagegen.pool import ConnectionPools
+from pytest_imagegen.profiles import get_profile
+from pytest_imagegen.reference import ReferenceServer
+
+pytest_plugins = ["pytester"]
+
+
+@pytest.fixture
+def endpoint(server: ReferenceServer) -> Endpoint:
+    return Endpoint(
+        name="local",
+        base_url=server.base_url,
+        image_model="gpt-image-1",
+        profile=get_profile("gpt-image-1"),
+        api_key=REFERENCE_KEY,
+        timeout_s=30,
+    )
+
+
+@pytest.fixture
+def pools() -> Iterator[ConnectionPools]:
+    pools = ConnectionPools()
+    yield pools
+    pools.close()
+
+
+def _http(pools: ConnectionPools, endpoint: Endpoint, **options: object) -> httpx2.Client:
+    """A per-test HTTP client as the plugin makes one: bounded, over the endpoint's pool."""
+    limits = options.pop("limits", None) or Limits.for_endpoint(endpoint)
+    return bounded_client(limits, transport=pools.transport(endpoint), **options)  # type: ignore[arg-type]
+
+
+def _pool_of(client: httpx2.Client) -> httpx2.HTTPTransport:
+    return client._transport._inner.pool  # type: ignore[attr-defined]
+
+
+def _generate(client: openai.OpenAI, prompt: str = "a cat") -> int:
+    result = client.images.generate(
+        model="gpt-image-1", prompt=prompt, quality="low", size="1024x1024"
+    )
+    return len(result.data or [])
+
+
+def test_clients_share_one_pool_per_endpoint_and_closing_one_keeps_it(
+    pools: ConnectionPools, endpoint: Endpoint, server: ReferenceServer
+) -> None:
+    first = _http(pools, endpoint)
+    second = _http(pools, endpoint)
+    other = _http(pools, replace(endpoint, name="other"))
+    assert _pool_of(first) is _pool_of(second)
+    assert _pool_of(other) is not _pool_of(first)
+    assert len(pools) == 2
+    with endpoint.client(http_client=first) as client:
+        assert _generate(client) == 1
+    # The first client is closed; the pool it used is not.
+    with endpoint.client(http_client=second) as client:
+        assert _generate(client) == 1
+    assert len(server.log) == 2
+    pools.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        pools.transport(endpoint)
+
+
+def test_each_client_keeps_its_own_timeout(
+    pools: ConnectionPools, endpoint: Endpoint, server: ReferenceServer
+) -> None:
+    server.faults.add("stall", times=1, seconds=60)
+    impatient = endpoint.client(http_client=_http(pools, endpoint), timeout=0.3)
+    with pytest.raises(openai.APITimeoutError):
+        _generate(impatient)
+    patient = endpoint.client(http_client=_http(pools, endpoint), timeout=30)
+    assert _generate(patient) == 1
+    # The per-request timeout travels with each request, not with the shared transport.
+    seen: list[dict] = []
+    hooks = {"request": [lambda request: seen.append(request.extensions["timeout"])]}
+    timed = endpoint.client(http_client=_http(pools, endpoint, event_hooks=hooks), timeout=7)
+    assert _generate(timed) == 1
+    assert seen[0]["read"] == 7
+
+
+def test_each_client_keeps_its_own_bound_on_the_whole_request(
+    pools: ConnectionPools, endpoint: Endpoint, server: ReferenceServer
+) -> None:
+    """The total-time bound (pytest_imagegen.bounds) is per request, pool shared or not: a
+    body dribbled over 2 s breaks a 0.5 s bound, and not the next client's 30 s one."""
+    server.faults.add("slow_body", times=2, seconds=2)
+    short = Limits(timeout_s=0.5)
+    hurried = endpoint.client(http_client=_http(pools, endpoint, limits=short))
+    with pytest.raises(openai.APITimeoutError) as caught:
+        _generate(hurried)
+    assert "0.5 s allowed per request" in str(caught.value.__cause__)
+    relaxed = endpoint.client(http_client=_http(pools, endpoint, limits=Limits(timeout_s=30)))
+    assert _generate(relaxed) == 1
+    assert _pool_of(hurried._client) is _pool_of(relaxed._client)
+
+
+def test_each_client_keeps_its_own_retries(
+    pools: ConnectionPools, endpoint: Endpoint, server: ReferenceServer
+) -> None:
+    server.faults.add("server_error", times=2)
+    retrying = endpoint.client(http_client=_http(pools, endpoint), max_retries=2)
+    retrying = retrying.with_options(timeout=30)
+    # The SDK waits between retries; keep the wait short (its backoff is not under test).
+    retrying._calculate_retry_timeout = lambda *args: 0.01  # type: ignore[method-assign]
+    assert _generate(retrying) == 1
+    assert len(server.log) == 3
+    server.faults.add("server_error", times=1)
+    once = endpoint.client(http_client=_http(pools, endpoint), max_retries=0)
+    with pytest.raises(openai.InternalServerError):
+        _generate(once)
+    assert len(server.log) == 4
+
+
+def test_a_cassette_answers_only_inside_its_own_block(
+    pools: ConnectionPools, endpoint: Endpoint, server: ReferenceServer, tmp_path: Path
+) -> None:
+    """vcrpy patches the transport class while a cassette is open: a pooled connection
+    carries no cassette from one test to the next."""
+    client = endpoint.client(http_client=_http(pools, endpoint))
+    cat, dog = tmp_path / "cat.yaml", tmp_path / "dog.yaml"
+    with recording(cat, mode="once", secrets=[REFERENCE_KEY]):
+        assert _generate(client, "a cat") == 1
+    with recording(dog, mode="once", secrets=[REFERENCE_KEY]):
+        assert _generate(client, "a dog") == 1
+    assert len(server.log) == 2
+
+    with recording(cat, mode="none") as session:
+        assert _generate(client, "a cat") == 1
+    assert (session.status, session.played) == ("replayed", 1)
+    assert len(server.log) == 2
+    # The cat's cassette is closed: the same pooled client goes live.
+    assert _generate(client, "a cat") == 1
+    assert len(server.log) == 3
+    # The dog's cassette has no cat, whatever the cat's cassette held.
+    with pytest.raises(CassetteError, match="no recording left"), recording(dog, mode="none"):
+        _generate(client, "a cat")
+    assert len(server.log) == 3
+
+
+def test_the_plugin_builds_one_transport_per_endpoint_for_the_session(
+    pytester: pytest.Pytester,
+    server: ReferenceServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Three tests through ``imagegen_client``: one HTTPTransport (one SSL context) for the
+    whole run, and each test still replays its own cassette, with its own timeout."""
+    monkeypatch.setenv("LOCAL_KEY", REFERENCE_KEY)
+    pytester.makepyprojecttoml(
+        f"""
+        [[tool.imagegen.endpoints]]
+        name = "local"
+        base_url = "{server.base_url}"
+        api_key_env = "LOCAL_KEY"
+        image_model = "gpt-image-1"
+        timeout_s = 45
+        """
+    )
+    pytester.makepyfile(
+        test_app="""
+        import pytest
+
+        @pytest.mark.parametrize("animal", ["cat", "dog", "owl"])
+        def test_generate(imagegen_client, animal):
+            assert imagegen_client.timeout == 45
+            image = imagegen_client.images.generate(
+                model="gpt-image-1", prompt=f"a {animal}", quality="low", size="1024x1024"
+            )
+            assert image.data[0].b64_json
+        """
+    )
+    record = pytester.runpytest("--imagegen-record-mode=once", "-p", "no:cacheprovider")
+    record.assert_outcomes(passed=3)
+    served = len(server.log)
+
+    built: list[object] = []
+    original = httpx2.HTTPTransport.__init__
+
+    def counting(self: httpx2.HTTPTransport, *args: object, **kwargs: object) -> None:
+        built.append(self)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(httpx2.HTTPTransport, "__init__", counting)
+    replay = pytester.runpytest("--imagegen-report=r.json", "-p", "no:cacheprovider")
+    replay.assert_outcomes(passed=3)
+    assert len(built) == 1
+    assert len(server.log) == served
+    tests = json.loads((pytester.path / "r.json").read_text())["tests"]
+    assert [t["cassette_status"] for t in tests] == ["replayed"] * 3
+    cassettes = {Path(t["cassette"]) for t in tests}
+    assert len(cassettes) == 3 and all(p.is_file() for p in cassettes)
