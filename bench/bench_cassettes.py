@@ -1,12 +1,27 @@
-"""Cassettes side by side: plain vcrpy (as pytest-recording sets it up) against ours.
+"""Replay cost per test, as a user pays it: pytest-imagegen against pytest-recording.
 
-The same 20 image-generation tests (one 1024x1024 PNG each, about 1.7 MB like a real
-answer) are recorded from a loopback server, then replayed, with both recorders. Printed:
-cassette bytes per interaction, record and replay wall time, and the per-test overhead of
-each recorder over the same test with the HTTP layer mocked in memory
-(``httpx2.MockTransport`` answering the very bytes the recorder would replay).
+Two generated projects hold K tests each; every test sends one ``images.generate`` for a
+1024x1024 PNG (about 1.7 MB, like a real answer) through an ``openai.OpenAI``:
 
-Run:  python bench/bench_cassettes.py [--rounds 5]
+* ``imagegen``: the test uses the ``imagegen_client`` fixture (an endpoint named ``bench``
+  in ``[tool.imagegen]``);
+* ``pytest-recording``: the test is marked ``@pytest.mark.vcr`` and gets its client from
+  a function-scoped fixture (``openai.OpenAI(...)``, closed after the test), which is how
+  the pytest-recording README sets a test up.
+
+Both record their cassettes once from the same loopback server, which is then stopped: a
+replay that tried to go live would fail. The replays then run as ``pytest`` subprocesses,
+interleaved (imagegen, recording, recording, imagegen, ...). Per test we report what
+pytest itself measures (the durations of setup + call + teardown, the figures of
+``--durations``), averaged over every test of every round, and the whole run's wall time
+divided by K (start-up and collection included). Nothing is subtracted.
+
+K = 100 and K = 1000 show whether the cost per test grows with the number of tests (and
+so of cassettes and interactions in the folder). Also printed: cassette bytes per
+interaction, and the record mode ``none`` run of ``pytest --imagegen`` (the shipped suite
+replayed from this repository's ``cassettes/``) against its ``--collect-only``.
+
+Run:  python bench/bench_cassettes.py [--k 100 1000] [--rounds 3] [--baseline-max-k 1000]
 """
 
 from __future__ import annotations
@@ -15,24 +30,31 @@ import argparse
 import base64
 import io
 import json
+import os
 import random
+import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
+import textwrap
 import threading
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
-import httpx2
-import openai
 from PIL import Image
 
-from pytest_imagegen.cassettes import cassette_path, read_cassette, recording
-
-TESTS = 20
+REPO = Path(__file__).resolve().parent.parent
 API_KEY = "sk-bench-0123456789abcdefghijklmnop"
+IMAGES = 4  # distinct PNGs the server rotates through (making 1000 would take minutes)
+TARGET_MS = 5.0
+TARGET_RATIO = 0.1
+MAIN_JOB_RATIO = 1.5
+
+OURS = "imagegen"
+THEIRS = "pytest-recording"
 
 
 def photo_like_png(seed: str, side: int = 1024) -> bytes:
@@ -49,7 +71,10 @@ def photo_like_png(seed: str, side: int = 1024) -> bytes:
     return buf.getvalue()
 
 
-def start_server(images: dict[str, bytes]) -> ThreadingHTTPServer:
+def start_server(images: list[bytes]) -> ThreadingHTTPServer:
+    """A fake upstream answering every image request with one of ``images``."""
+    encoded = [base64.b64encode(image).decode() for image in images]
+
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
@@ -60,7 +85,7 @@ def start_server(images: dict[str, bytes]) -> ThreadingHTTPServer:
             body = json.loads(self.rfile.read(int(self.headers["content-length"])))
             answer = {
                 "created": 1_700_000_000,
-                "data": [{"b64_json": base64.b64encode(images[body["prompt"]]).decode()}],
+                "data": [{"b64_json": encoded[hash(body["prompt"]) % len(encoded)]}],
                 "usage": {"input_tokens": 9, "output_tokens": 4160, "total_tokens": 4169},
             }
             data = json.dumps(answer).encode()
@@ -71,199 +96,307 @@ def start_server(images: dict[str, bytes]) -> ThreadingHTTPServer:
             self.wfile.write(data)
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
 
 
-# -- the two recorders ------------------------------------------------------------------------
+# -- the generated projects -------------------------------------------------------------------
+
+# Loaded with ``-p bench_timings``: writes pytest's own per-phase durations of every test.
+TIMINGS_PLUGIN = """
+import json
+import os
+
+_phases = {}
 
 
-def plain_vcr_cassette(folder: Path, name: str, mode: str) -> AbstractContextManager:
-    """What pytest-recording's ``use_cassette`` builds for a test marked ``@pytest.mark.vcr``."""
-    from pytest_recording._vcr import CombinedPersister
-    from vcr import VCR
+def pytest_runtest_logreport(report):
+    _phases.setdefault(report.nodeid, {})[report.when] = report.duration
+    if report.failed:
+        _phases[report.nodeid]["failed"] = True
 
-    vcr = VCR(
-        path_transformer=VCR.ensure_suffix(".yaml"),
-        cassette_library_dir=str(folder),
-        record_mode=mode,
+
+def pytest_sessionfinish(session):
+    with open(os.environ["BENCH_TIMINGS"], "w", encoding="utf-8") as handle:
+        json.dump(_phases, handle)
+"""
+
+PROMPT = "test image {n}: a lighthouse at dusk, variant {n}"
+
+OURS_TEST = """
+import pytest
+
+
+@pytest.mark.parametrize("n", range({k}))
+def test_generate(imagegen_client, n):
+    result = imagegen_client.images.generate(
+        model="gpt-image-1", prompt=f"{prompt}", size="1024x1024"
     )
-    vcr.register_persister(CombinedPersister([]))
-    return vcr.use_cassette(name)
+    assert result.data[0].b64_json
+"""
+
+THEIRS_TEST = """
+import os
+
+import openai
+import pytest
 
 
-def ours_cassette(folder: Path, name: str, mode: str) -> AbstractContextManager:
-    return recording(
-        cassette_path(folder, "bench", "test_bench", name), mode=mode, secrets=[API_KEY]
+@pytest.fixture(scope="module")
+def vcr_config():
+    return {{"filter_headers": ["authorization"]}}
+
+
+@pytest.fixture
+def client():
+    client = openai.OpenAI(
+        base_url=os.environ["BENCH_BASE_URL"], api_key=os.environ["BENCH_KEY"], max_retries=0
     )
+    yield client
+    client.close()
 
 
-RECORDERS: dict[str, Callable[[Path, str, str], AbstractContextManager]] = {
-    "vcrpy (pytest-recording)": plain_vcr_cassette,
-    "pytest-imagegen": ours_cassette,
-}
+@pytest.mark.vcr
+@pytest.mark.parametrize("n", range({k}))
+def test_generate(client, n):
+    result = client.images.generate(model="gpt-image-1", prompt=f"{prompt}", size="1024x1024")
+    assert result.data[0].b64_json
+"""
 
 
-def cassette_files(folder: Path) -> list[Path]:
-    return [p for p in folder.rglob("*.yaml") if p.is_file()]
+def make_project(root: Path, kind: str, k: int, base_url: str) -> Path:
+    project = root / f"{kind}-{k}"
+    (project / "tests").mkdir(parents=True)
+    (project / "bench_timings.py").write_text(TIMINGS_PLUGIN)
+    if kind == OURS:
+        (project / "pyproject.toml").write_text(
+            textwrap.dedent(
+                f"""
+                [tool.pytest.ini_options]
+                testpaths = ["tests"]
 
+                [tool.imagegen]
+                cassette_dir = "cassettes"
 
-# -- one "test" -------------------------------------------------------------------------------
-
-
-def one_test(client: openai.OpenAI, prompt: str) -> int:
-    result = client.images.generate(model="gpt-image-1", prompt=prompt, size="1024x1024")
-    return len(base64.b64decode(result.data[0].b64_json))
-
-
-def timed_tests(
-    client: openai.OpenAI,
-    prompts: list[str],
-    rounds: int,
-    around: Callable[[int], AbstractContextManager] | None,
-) -> list[float]:
-    times = []
-    for _ in range(rounds):
-        for n, prompt in enumerate(prompts):
-            start = time.perf_counter()
-            if around is None:
-                one_test(client, prompt)
-            else:
-                with around(n):
-                    one_test(client, prompt)
-            times.append(time.perf_counter() - start)
-    return times
-
-
-def mocked_client(answers: dict[str, bytes]) -> openai.OpenAI:
-    """A client whose HTTP layer answers from memory: the baseline with no recorder at all."""
-
-    def handler(request: httpx2.Request) -> httpx2.Response:
-        prompt = json.loads(request.content)["prompt"]
-        return httpx2.Response(
-            200, headers={"content-type": "application/json"}, content=answers[prompt]
+                [[tool.imagegen.endpoints]]
+                name = "bench"
+                base_url = "{base_url}"
+                api_key_env = "BENCH_KEY"
+                image_model = "gpt-image-1"
+                max_retries = 0
+                """
+            )
         )
-
-    return openai.OpenAI(
-        base_url="http://127.0.0.1:9/v1",
-        api_key=API_KEY,
-        max_retries=0,
-        http_client=httpx2.Client(transport=httpx2.MockTransport(handler)),
+        test = OURS_TEST
+    else:
+        (project / "pyproject.toml").write_text(
+            '[tool.pytest.ini_options]\ntestpaths = ["tests"]\n'
+        )
+        test = THEIRS_TEST
+    (project / "tests" / "test_bench.py").write_text(
+        textwrap.dedent(test.format(k=k, prompt=PROMPT))
     )
+    return project
 
 
-def replayed_bodies(folder: Path, name_of: Callable[[int], str], count: int) -> dict[str, bytes]:
-    """prompt -> the response body the recorder will replay (read from its cassettes)."""
-    bodies = {}
-    for n in range(count):
-        path = folder / f"{name_of(n)}.yaml"
-        if not path.exists():
-            path = cassette_path(folder, "bench", "test_bench", name_of(n))
-        (interaction,) = read_cassette(path)
-        body = interaction["response"]["body"]["string"]
-        body = body if isinstance(body, bytes) else body.encode()
-        bodies[json.loads(interaction["request"]["body"])["prompt"]] = body
-    return bodies
+def pytest_args(kind: str, record: bool) -> list[str]:
+    args = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "bench_timings"]
+    if kind == OURS:
+        args += ["-p", "no:recording"]
+        # Recording sends K "billable" requests to the fake server: lift the spend cap.
+        args += ["--imagegen-record-mode=once", "--imagegen-budget=100000"] if record else []
+    else:
+        args += ["-p", "no:imagegen", "-p", "no:xdist"]
+        args += ["--record-mode=once"] if record else ["--record-mode=none"]
+    return args
 
 
-def bench_recorder(
-    label: str,
-    factory: Callable[[Path, str, str], AbstractContextManager],
-    folder: Path,
-    base_url: str,
-    prompts: list[str],
-    rounds: int,
-) -> dict[str, object]:
-    """Record the tests once, then replay them ``rounds`` times; one row of the table."""
+def environment(base_url: str, timings: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "IMAGEGEN_"))}
+    env.update(
+        BENCH_KEY=API_KEY,
+        BENCH_BASE_URL=base_url,
+        BENCH_TIMINGS=str(timings),
+        PYTHONPATH=".",
+        PYTHONDONTWRITEBYTECODE="1",
+    )
+    return env
 
-    def name_of(n: int) -> str:
-        return f"test_generate_{n}"
 
-    def record(n: int) -> AbstractContextManager:
-        return factory(folder, name_of(n), "once")
-
-    def replay(n: int) -> AbstractContextManager:
-        return factory(folder, name_of(n), "none")
-
-    live = openai.OpenAI(base_url=base_url, api_key=API_KEY, max_retries=0)
+def run(project: Path, kind: str, k: int, base_url: str, *, record: bool) -> dict[str, Any]:
+    """One pytest run of ``project``: wall time and pytest's per-test durations."""
+    timings = project / "timings.json"
     start = time.perf_counter()
-    timed_tests(live, prompts, 1, record)
-    record_s = time.perf_counter() - start
-    files = cassette_files(folder)
-    assert len(files) == len(prompts), files
-    per_interaction = sum(p.stat().st_size for p in files) / len(prompts)
-
-    # A fresh client, as in a new run; one warm-up round, then the measured rounds.
-    offline = openai.OpenAI(base_url=base_url, api_key=API_KEY, max_retries=0)
-    timed_tests(offline, prompts, 1, replay)
-    replayed = timed_tests(offline, prompts, rounds, replay)
-    same_bytes = mocked_client(replayed_bodies(folder, name_of, len(prompts)))
-    timed_tests(same_bytes, prompts, 1, None)
-    mocked = timed_tests(same_bytes, prompts, rounds, None)
+    done = subprocess.run(
+        pytest_args(kind, record),
+        cwd=project,
+        env=environment(base_url, timings),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    wall = time.perf_counter() - start
+    phases = json.loads(timings.read_text())
+    failed = [nodeid for nodeid, p in phases.items() if p.get("failed")]
+    if done.returncode != 0 or failed or len(phases) != k:
+        tail = (done.stdout + done.stderr)[-3000:]
+        raise SystemExit(f"{kind} K={k} ({'record' if record else 'replay'}) failed:\n{tail}")
+    per_test = [
+        p.get("setup", 0) + p.get("call", 0) + p.get("teardown", 0) for p in phases.values()
+    ]
     return {
-        "recorder": label,
-        "bytes_per_interaction": per_interaction,
-        "record_s": record_s,
-        "replay_s": sum(replayed) / rounds,
-        "replay_ms_per_test": 1000 * statistics.median(replayed),
-        "mocked_ms_per_test": 1000 * statistics.median(mocked),
-        "overhead_ms_per_test": 1000 * (statistics.median(replayed) - statistics.median(mocked)),
+        "wall_s": wall,
+        "per_test_s": per_test,
+        "setup_s": [p.get("setup", 0) for p in phases.values()],
+        "call_s": [p.get("call", 0) for p in phases.values()],
+        "teardown_s": [p.get("teardown", 0) for p in phases.values()],
     }
+
+
+def cassette_bytes(project: Path) -> int:
+    return sum(p.stat().st_size for p in project.rglob("*.yaml") if p.is_file())
+
+
+# -- the main job ---------------------------------------------------------------------------
+
+
+def main_job(rounds: int) -> tuple[list[float], list[float]]:
+    """Wall times of ``pytest --imagegen`` and ``pytest --imagegen --collect-only`` in this
+    repository (cassettes replayed from ``cassettes/``), interleaved."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "IMAGEGEN_"))}
+    base = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--imagegen"]
+    full, collect = [], []
+    for n in range(rounds):
+        order = [(full, []), (collect, ["--collect-only"])]
+        for times, extra in order if n % 2 == 0 else order[::-1]:
+            start = time.perf_counter()
+            done = subprocess.run(
+                [*base, *extra], cwd=REPO, env=env, capture_output=True, text=True, check=False
+            )
+            times.append(time.perf_counter() - start)
+            if done.returncode != 0:
+                raise SystemExit(f"pytest --imagegen {' '.join(extra)} failed:\n{done.stdout}")
+    return full, collect
+
+
+# -- output ---------------------------------------------------------------------------------
+
+
+def ms(seconds: float) -> str:
+    return f"{1000 * seconds:8.2f}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5, help="replay rounds of the 20 tests")
+    parser.add_argument("--k", type=int, nargs="+", default=[100, 1000], help="tests per run")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved replays per K")
+    parser.add_argument(
+        "--baseline-max-k",
+        type=int,
+        default=1000,
+        help="largest K also run with pytest-recording (its cassettes take 2.3 MB a test)",
+    )
+    parser.add_argument("--main-job-rounds", type=int, default=3, help="0 to skip")
     args = parser.parse_args()
 
-    prompts = [f"test image {n}: a lighthouse at dusk, variant {n}" for n in range(TESTS)]
-    print(f"making {TESTS} photo-like 1024x1024 PNGs ...", flush=True)
-    images = {prompt: photo_like_png(prompt) for prompt in prompts}
-    mean_png = statistics.mean(len(v) for v in images.values())
-    server = start_server(images)
-    base_url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-    with tempfile.TemporaryDirectory() as tmp:
-        rows = [
-            bench_recorder(label, factory, Path(tmp) / str(n), base_url, prompts, args.rounds)
-            for n, (label, factory) in enumerate(RECORDERS.items())
-        ]
-    server.shutdown()
+    print(f"making {IMAGES} photo-like 1024x1024 PNGs ...", flush=True)
+    images = [photo_like_png(f"image {n}") for n in range(IMAGES)]
+    mean_png = statistics.mean(len(image) for image in images)
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="imagegen-bench-") as tmp:
+        for k in args.k:
+            kinds = [OURS] + ([THEIRS] if k <= args.baseline_max_k else [])
+            server = start_server(images)
+            base_url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+            projects = {kind: make_project(Path(tmp), kind, k, base_url) for kind in kinds}
+            recorded = {}
+            for kind in kinds:
+                print(f"K={k}: recording {kind} ...", flush=True)
+                recorded[kind] = run(projects[kind], kind, k, base_url, record=True)
+            # Nothing may go live from here on: a request that was not replayed fails.
+            server.shutdown()
+            server.server_close()
+            results: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
+            for n in range(args.rounds):
+                for kind in kinds if n % 2 == 0 else kinds[::-1]:
+                    print(f"K={k}: replay round {n + 1} {kind} ...", flush=True)
+                    results[kind].append(run(projects[kind], kind, k, base_url, record=False))
+            for kind in kinds:
+                runs = results[kind]
+                per_test = [t for r in runs for t in r["per_test_s"]]
+                rows.append(
+                    {
+                        "kind": kind,
+                        "k": k,
+                        "bytes": cassette_bytes(projects[kind]) / k,
+                        "record_s": recorded[kind]["wall_s"],
+                        "wall_s": statistics.median(r["wall_s"] for r in runs),
+                        "mean": statistics.mean(per_test),
+                        "median": statistics.median(per_test),
+                        "p95": statistics.quantiles(per_test, n=20)[-1],
+                        "setup": statistics.mean(t for r in runs for t in r["setup_s"]),
+                        "call": statistics.mean(t for r in runs for t in r["call_s"]),
+                        "teardown": statistics.mean(t for r in runs for t in r["teardown_s"]),
+                        "round_means": [statistics.mean(r["per_test_s"]) for r in runs],
+                    }
+                )
+            for project in projects.values():
+                shutil.rmtree(project, ignore_errors=True)
+        main = main_job(args.main_job_rounds) if args.main_job_rounds else None
 
     print()
     print(
-        f"{TESTS} tests, one 1024x1024 PNG answer each (mean PNG {mean_png / 1e6:.2f} MB), "
-        f"replay medians over {args.rounds} rounds"
+        f"Replayed images.generate tests, one 1024x1024 PNG answer each (mean PNG "
+        f"{mean_png / 1e6:.2f} MB); {args.rounds} interleaved replay rounds per K. Per test: "
+        "pytest's setup + call + teardown durations, mean over all tests of all rounds (ms)."
     )
     header = (
-        f"{'recorder':<26} {'bytes/interaction':>18} {'record 20 (s)':>14} "
-        f"{'replay 20 (s)':>14} {'replay/test (ms)':>17} {'mocked/test (ms)':>17} "
-        f"{'overhead/test (ms)':>19}"
+        f"{'recorder':<18} {'K':>5} {'bytes/test':>11} {'mean':>8} {'median':>8} {'p95':>8} "
+        f"{'setup':>8} {'call':>8} {'teardown':>8} {'wall/K':>8} {'wall (s)':>9}"
     )
     print(header)
     print("-" * len(header))
     for row in rows:
         print(
-            f"{row['recorder']:<26} {row['bytes_per_interaction']:>18,.0f} "
-            f"{row['record_s']:>14.2f} {row['replay_s']:>14.3f} "
-            f"{row['replay_ms_per_test']:>17.2f} {row['mocked_ms_per_test']:>17.2f} "
-            f"{row['overhead_ms_per_test']:>19.2f}"
+            f"{row['kind']:<18} {row['k']:>5} {row['bytes']:>11,.0f} {ms(row['mean'])} "
+            f"{ms(row['median'])} {ms(row['p95'])} {ms(row['setup'])} {ms(row['call'])} "
+            f"{ms(row['teardown'])} {ms(row['wall_s'] / row['k'])} {row['wall_s']:>9.2f}"
         )
-    plain, ours = rows
     print()
-    print(
-        f"cassette size: {ours['bytes_per_interaction'] / 1024:.1f} KB per image interaction "
-        f"(target <= 8 KB; plain vcrpy {plain['bytes_per_interaction'] / 1e6:.2f} MB), "
-        f"{plain['bytes_per_interaction'] / ours['bytes_per_interaction']:.0f}x smaller"
-    )
-    ratio = ours["overhead_ms_per_test"] / plain["overhead_ms_per_test"]
-    print(
-        f"replay overhead per test: {ours['overhead_ms_per_test']:.2f} ms vs "
-        f"{plain['overhead_ms_per_test']:.2f} ms = {ratio:.3f} of pytest-recording's "
-        f"(target <= 0.2)"
-    )
-    print(
-        f"replay wall time for the 20 tests: {ours['replay_s']:.3f} s vs {plain['replay_s']:.3f} s"
-    )
+    by = {(row["kind"], row["k"]): row for row in rows}
+    for k in args.k:
+        ours, theirs = by.get((OURS, k)), by.get((THEIRS, k))
+        if ours is None:
+            continue
+        verdict = "ok" if ours["mean"] * 1000 <= TARGET_MS else "OVER"
+        line = (
+            f"K={k}: imagegen {ours['mean'] * 1000:.2f} ms per test (target <= {TARGET_MS:g} ms: "
+            f"{verdict}); round means " + ", ".join(f"{m * 1000:.2f}" for m in ours["round_means"])
+        )
+        if theirs is not None:
+            ratio = ours["mean"] / theirs["mean"]
+            line += (
+                f"; pytest-recording {theirs['mean'] * 1000:.2f} ms, ratio {ratio:.3f} "
+                f"(target <= {TARGET_RATIO:g}: {'ok' if ratio <= TARGET_RATIO else 'OVER'})"
+            )
+        print(line)
+    ks = sorted(k for k in args.k if (OURS, k) in by)
+    if len(ks) > 1:
+        small, large = by[(OURS, ks[0])], by[(OURS, ks[-1])]
+        print(
+            f"growth: imagegen per test at K={ks[-1]} / at K={ks[0]} = "
+            f"{large['mean'] / small['mean']:.2f}"
+        )
+    if main is not None:
+        full, collect = main
+        ratio = statistics.median(full) / statistics.median(collect)
+        print(
+            f"main job: pytest --imagegen median {statistics.median(full):.2f} s, --collect-only "
+            f"{statistics.median(collect):.2f} s ({len(full)} interleaved runs each): ratio "
+            f"{ratio:.2f} (target <= {MAIN_JOB_RATIO:g}: "
+            f"{'ok' if ratio <= MAIN_JOB_RATIO else 'OVER'})"
+        )
 
 
 if __name__ == "__main__":
