@@ -137,6 +137,14 @@ def pytest_deselected(items: Sequence[pytest.Item]) -> None:
 # --------------------------------------------------------------------------- running
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session: pytest.Session) -> None:
+    if not session.config.option.collectonly and any(uses_imagegen(i) for i in session.items):
+        from pytest_imagegen.pool import preload
+
+        preload()
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     reason = live_skip_reason(item)
     if reason is not None:

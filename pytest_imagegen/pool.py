@@ -30,7 +30,20 @@ import httpx2
 if TYPE_CHECKING:
     from pytest_imagegen.config import Endpoint
 
-__all__ = ["ConnectionPools", "SharedTransport"]
+__all__ = ["ConnectionPools", "SharedTransport", "preload"]
+
+
+def preload() -> None:
+    """Import what the first client of a run needs (the SDK, the cassette layer) now.
+
+    The plugin calls it before the first test of a run that has imagegen tests: importing
+    the SDK takes most of a second, and inside the first test's setup it was counted (and
+    shown by ``--durations``) as that test's cost.
+    """
+    import openai  # noqa: F401
+
+    import pytest_imagegen.bounds
+    import pytest_imagegen.cassettes  # noqa: F401
 
 
 class SharedTransport(httpx2.BaseTransport):
