@@ -45,7 +45,7 @@ def pools() -> Iterator[ConnectionPools]:
 
 def _http(pools: ConnectionPools, endpoint: Endpoint, **options: object) -> httpx2.Client:
     """A per-test HTTP client as the plugin makes one: bounded, over the endpoint's pool."""
-    limits = options.pop("limits", None) or Limits.for_endpoint(endpoint)
+    limits = options.pop("limits", None) or Limits(timeout_s=float(endpoint.timeout_s))
     return bounded_client(limits, transport=pools.transport(endpoint), **options)  # type: ignore[arg-type]
 
 
