@@ -397,8 +397,8 @@ def generate(client: openai.OpenAI, endpoint: Endpoint, prompt: str, **params: A
     while True:
         step = steps[index]
         began = time.monotonic()
-        budget = min(float(endpoint.timeout_s), deadline - began)
-        if budget < MIN_ATTEMPT_S:
+        time_limit_s = min(float(endpoint.timeout_s), deadline - began)
+        if time_limit_s < MIN_ATTEMPT_S:
             # Reached before the first attempt when the limits leave no time at all; later,
             # ``decide`` has already stopped unless the clock jumped.
             diagnosis = diagnosis or _timeout_diagnosis(
@@ -406,7 +406,7 @@ def generate(client: openai.OpenAI, endpoint: Endpoint, prompt: str, **params: A
                 f"leave no time for an attempt"
             )
             break
-        result = _run_attempt(client, endpoint, step, budget, deadline)
+        result = _run_attempt(client, endpoint, step, time_limit_s, deadline)
         if result.error is not None:
             raise result.error
         ended = time.monotonic()
@@ -418,7 +418,7 @@ def generate(client: openai.OpenAI, endpoint: Endpoint, prompt: str, **params: A
                     dict(step.body),
                     began - start,
                     latency,
-                    budget,
+                    time_limit_s,
                     None,
                     f"success: {_describe_images(result.images)}",
                 )
@@ -449,7 +449,15 @@ def generate(client: openai.OpenAI, endpoint: Endpoint, prompt: str, **params: A
             next_step=steps[index + 1] if has_next else None,
         )
         attempts.append(
-            Attempt(step.number, dict(step.body), began - start, latency, budget, diagnosis, action)
+            Attempt(
+                step.number,
+                dict(step.body),
+                began - start,
+                latency,
+                time_limit_s,
+                diagnosis,
+                action,
+            )
         )
         if decision.action is Action.STOP:
             break
@@ -582,13 +590,13 @@ def _warm_up(client: openai.OpenAI) -> None:
 
 
 def _run_attempt(
-    client: openai.OpenAI, endpoint: Endpoint, step: Step, budget: float, deadline: float
+    client: openai.OpenAI, endpoint: Endpoint, step: Step, time_limit_s: float, deadline: float
 ) -> _Result:
-    watch = _Watch(time.monotonic() + budget)
+    watch = _Watch(time.monotonic() + time_limit_s)
     give_up = min(watch.end + WATCHDOG_GRACE_S, deadline)
     worker = threading.Thread(
         target=_attempt_thread,
-        args=(client, endpoint, step, budget, watch),
+        args=(client, endpoint, step, time_limit_s, watch),
         name=f"imagegen-{endpoint.name}-step{step.number}",
         daemon=True,  # an abandoned attempt must never keep the interpreter alive
     )
@@ -599,18 +607,20 @@ def _run_attempt(
     result = watch.cancel()
     if result is not None:
         return result
-    return _Result(_timeout_diagnosis(f"no complete response within the attempt's {_s(budget)}"))
+    return _Result(
+        _timeout_diagnosis(f"no complete response within the attempt's {_s(time_limit_s)}")
+    )
 
 
 def _attempt_thread(
-    client: openai.OpenAI, endpoint: Endpoint, step: Step, budget: float, watch: _Watch
+    client: openai.OpenAI, endpoint: Endpoint, step: Step, time_limit_s: float, watch: _Watch
 ) -> None:
     try:
-        result = _attempt(client, endpoint, step, budget, watch)
+        result = _attempt(client, endpoint, step, time_limit_s, watch)
     except _OutOfTime:
         result = _Result(
             _timeout_diagnosis(
-                f"the response was still arriving when the attempt's {_s(budget)} ran out"
+                f"the response was still arriving when the attempt's {_s(time_limit_s)} ran out"
             )
         )
     except MalformedResponse as exc:
@@ -626,9 +636,9 @@ def _attempt_thread(
 
 
 def _attempt(
-    client: openai.OpenAI, endpoint: Endpoint, step: Step, budget: float, watch: _Watch
+    client: openai.OpenAI, endpoint: Endpoint, step: Step, time_limit_s: float, watch: _Watch
 ) -> _Result:
-    api = client.with_options(timeout=budget, max_retries=endpoint.max_retries)
+    api = client.with_options(timeout=time_limit_s, max_retries=endpoint.max_retries)
     kwargs, extra = _split_body(api, step.body)
     # A streamed response lets us read the body chunk by chunk against our own clock: the
     # HTTP read timeout only bounds the gap between two chunks, not the whole body.

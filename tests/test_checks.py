@@ -243,7 +243,7 @@ def test_wrong_key_check_keeps_routing_headers_whose_names_contain_key(
 def test_wrong_key_check_replaces_the_headers_an_endpoint_declares_as_credentials(
     reference: ReferenceServer,
 ) -> None:
-    from pytest_imagegen.checks.errors import WRONG_KEY, wrong_key_headers
+    from pytest_imagegen.checks.error_answers import WRONG_KEY, wrong_key_headers
 
     endpoint = Endpoint(
         name="relay",

@@ -56,8 +56,8 @@ __all__ = [
 from pytest_imagegen.checks import (  # noqa: F401
     cost,
     efficiency,
-    errors,
-    fallback,
+    error_answers,
+    fallback_chain,
     gateway,
     request_shape,
     response_shape,

@@ -175,7 +175,7 @@ class Reply:
 
 
 @dataclass
-class Call:
+class Received:
     """One request being handled."""
 
     method: str
@@ -285,8 +285,8 @@ def client_gone(sock: socket.socket | None) -> bool:
         return True
 
 
-FaultReply = Callable[["ReferenceApp", Call, Fault, dict[str, Any], str], Reply]
-ShapedFault = Callable[["ReferenceApp", Call, "Generation"], Reply]
+FaultReply = Callable[["ReferenceApp", Received, Fault, dict[str, Any], str], Reply]
+ShapedFault = Callable[["ReferenceApp", Received, "Generation"], Reply]
 
 #: How each fault of ``faults.FAULT_KINDS`` is answered: one entry per fault, under the
 #: same name (``SHAPED_FAULTS`` for the kinds marked ``shaped``).
@@ -316,7 +316,7 @@ class ReferenceApp:
 
     def __init__(self, server: Host) -> None:
         self.server = server
-        self._routes: dict[tuple[str, str], Callable[[Call], Reply]] = {
+        self._routes: dict[tuple[str, str], Callable[[Received], Reply]] = {
             ("POST", "/v1/images/generations"): self._generations,
             ("POST", "/v1/chat/completions"): self._chat,
             ("GET", "/v1/models"): self._models,
@@ -327,7 +327,7 @@ class ReferenceApp:
     def __call__(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
     ) -> Iterable[bytes]:
-        call: Call | None = None
+        call: Received | None = None
         path = environ.get("PATH_INFO", "") or "/"
         if path.startswith(ADMIN_PREFIX) and self.server.admin_key is not None:
             # The control API: never logged, so the log shows only what clients sent.
@@ -350,7 +350,7 @@ class ReferenceApp:
                 return [reply.body]
             return self._deliver(call, reply, start_response)
 
-    def _receive(self, environ: dict[str, Any]) -> Call:
+    def _receive(self, environ: dict[str, Any]) -> Received:
         method = environ.get("REQUEST_METHOD", "GET").upper()
         path = environ.get("PATH_INFO", "") or "/"
         # Azure paths are answered by the OpenAI routes they stand for.
@@ -399,7 +399,7 @@ class ReferenceApp:
             headers.get("host")
             or f"{environ.get('SERVER_NAME', '127.0.0.1')}:{environ.get('SERVER_PORT', '')}"
         )
-        return Call(
+        return Received(
             method=method,
             path=route,
             azure=azure is not None,
@@ -413,7 +413,7 @@ class ReferenceApp:
             host=host,
         )
 
-    def _route(self, call: Call) -> Reply:
+    def _route(self, call: Received) -> Reply:
         if call.azure and (refused := self._azure_gate(call)) is not None:
             return refused
         handler = self._routes.get((call.method, call.path))
@@ -428,7 +428,7 @@ class ReferenceApp:
     # -- sending -------------------------------------------------------------------------
 
     def _deliver(
-        self, call: Call, reply: Reply, start_response: Callable[..., Any]
+        self, call: Received, reply: Reply, start_response: Callable[..., Any]
     ) -> Iterator[bytes]:
         call.logged.status = reply.status
         if reply.status >= 400:
@@ -449,7 +449,7 @@ class ReferenceApp:
         start_response(f"{reply.status} {phrase}".strip(), headers)
         return self._body(call, reply)
 
-    def _body(self, call: Call, reply: Reply) -> Iterator[bytes]:
+    def _body(self, call: Received, reply: Reply) -> Iterator[bytes]:
         try:
             if reply.delivery == "truncated":
                 # The full Content-Length was promised; send half, then hang up.
@@ -473,7 +473,7 @@ class ReferenceApp:
         finally:
             self._finished(call)
 
-    def _finished(self, call: Call) -> None:
+    def _finished(self, call: Received) -> None:
         logged = call.logged
         if logged.done:
             return
@@ -488,7 +488,7 @@ class ReferenceApp:
                 "%s %s -> %s%s (%.2f s)", call.method, call.path, status, extra, elapsed
             )
 
-    def _wait(self, call: Call, seconds: float) -> bool:
+    def _wait(self, call: Received, seconds: float) -> bool:
         """Sleep ``seconds``; False early if the server releases waiters or the client hangs up."""
         deadline = time.monotonic() + max(0.0, seconds)
         while True:
@@ -538,7 +538,7 @@ class ReferenceApp:
         page = _HTML_PAGE.format(status=status, phrase=phrase, detail=detail)
         return Reply(status, page.encode(), content_type="text/html", headers=list(headers))
 
-    def _azure_gate(self, call: Call) -> Reply | None:
+    def _azure_gate(self, call: Received) -> Reply | None:
         """What Azure's front door answers before the model sees a request (None: pass on).
 
         No ``api-version``: 404 Resource not found; a missing or wrong key: 401 access
@@ -577,7 +577,7 @@ class ReferenceApp:
             return "ok"
         return "ok" if token in self.server.api_keys else "invalid"
 
-    def _auth_error(self, call: Call) -> Reply | None:
+    def _auth_error(self, call: Received) -> Reply | None:
         """The 401 for a missing or wrong key, or None when the key is accepted."""
         state = call.logged.auth
         if state == "ok":
@@ -589,20 +589,20 @@ class ReferenceApp:
         token = call.headers.get("authorization", "").partition(" ")[2].strip()
         return self._error(401, msg_bad_key(token), code="invalid_api_key")
 
-    def _json_error(self, call: Call) -> Reply | None:
+    def _json_error(self, call: Received) -> Reply | None:
         if call.json_ok:
             return None
         return self._error(400, MSG_BAD_JSON)
 
     # -- models ----------------------------------------------------------------------------
 
-    def _models(self, call: Call) -> Reply:
+    def _models(self, call: Received) -> Reply:
         if (denied := self._auth_error(call)) is not None:
             return denied
         data = [self._model_object(name) for name in self.server.served_model_names]
         return Reply(200, _json({"object": "list", "data": data}))
 
-    def _model(self, call: Call, name: str) -> Reply:
+    def _model(self, call: Received, name: str) -> Reply:
         if (denied := self._auth_error(call)) is not None:
             return denied
         if name not in self.server.served_model_names:
@@ -613,7 +613,7 @@ class ReferenceApp:
         owner = "system" if name in self.server.models else "openai"
         return {"id": name, "object": "model", "created": 1700000000, "owned_by": owner}
 
-    def _file(self, call: Call, name: str) -> Reply:
+    def _file(self, call: Received, name: str) -> Reply:
         stored = self.server.stored_image(name)
         if stored is None:
             return self._error(
@@ -626,7 +626,7 @@ class ReferenceApp:
 
     # -- chat completions ------------------------------------------------------------------
 
-    def _chat(self, call: Call) -> Reply:
+    def _chat(self, call: Received) -> Reply:
         if (denied := self._auth_error(call)) is not None:
             return denied
         if (bad := self._json_error(call)) is not None:
@@ -717,7 +717,7 @@ class ReferenceApp:
 
     # -- image generations -----------------------------------------------------------------
 
-    def _generations(self, call: Call) -> Reply:
+    def _generations(self, call: Received) -> Reply:
         server = self.server
         body = call.body if isinstance(call.body, dict) else {}
         model = body.get("model")
@@ -750,7 +750,7 @@ class ReferenceApp:
         quality = body.get("quality") or profile.default_quality
         return AUTO_QUALITY if quality == "auto" else quality
 
-    def _generate(self, call: Call, *, validate: bool = True) -> Reply:
+    def _generate(self, call: Received, *, validate: bool = True) -> Reply:
         """The normal answer: auth, JSON, model, validation, latency, images."""
         server = self.server
         if (denied := self._auth_error(call)) is not None:
@@ -891,7 +891,7 @@ class ReferenceApp:
         }
 
     def _image_items(
-        self, call: Call, gen: Generation, count: int, *, size: tuple[int, int] | None = None
+        self, call: Received, gen: Generation, count: int, *, size: tuple[int, int] | None = None
     ) -> list[dict[str, Any]]:
         width, height = size or (gen.width, gen.height)
         items: list[dict[str, Any]] = []
@@ -925,7 +925,7 @@ class ReferenceApp:
             response["usage"] = self._usage(gen, count)
         return response
 
-    def _images(self, call: Call, gen: Generation) -> Reply:
+    def _images(self, call: Received, gen: Generation) -> Reply:
         data = [] if "empty_data" in self.server.defects else self._image_items(call, gen, gen.n)
         if gen.stream:
             return self._stream(gen, data)
@@ -970,7 +970,7 @@ class ReferenceApp:
 
     # -- faults ----------------------------------------------------------------------------
 
-    def _fault(self, call: Call, fault: Fault) -> Reply:
+    def _fault(self, call: Received, fault: Fault) -> Reply:
         server = self.server
         body = call.body if isinstance(call.body, dict) else {}
         if FAULT_KINDS[fault.name].shaped:
@@ -986,46 +986,50 @@ class ReferenceApp:
         return FAULT_REPLIES[fault.name](self, call, fault, body, model)
 
     @_fault_reply("stall")
-    def _stall(self, call: Call, fault: Fault, body: dict[str, Any], model: str) -> Reply:
+    def _stall(self, call: Received, fault: Fault, body: dict[str, Any], model: str) -> Reply:
         self._wait(call, min(float(fault.option("seconds")), self.server.max_stall_s))
         raise Abort("stall")
 
     @_fault_reply("connection_reset")
     def _connection_reset(
-        self, call: Call, fault: Fault, body: dict[str, Any], model: str
+        self, call: Received, fault: Fault, body: dict[str, Any], model: str
     ) -> Reply:
         raise Abort("connection reset", reset=True)
 
     @_fault_reply("slow_headers")
-    def _slow_headers(self, call: Call, fault: Fault, body: dict[str, Any], model: str) -> Reply:
+    def _slow_headers(
+        self, call: Received, fault: Fault, body: dict[str, Any], model: str
+    ) -> Reply:
         if not self._wait(call, float(fault.option("seconds"))):
             raise Abort("slow headers interrupted")
         return self._generate(call)
 
     @_fault_reply("slow_body", "truncated_body")
-    def _slow_delivery(self, call: Call, fault: Fault, body: dict[str, Any], model: str) -> Reply:
+    def _slow_delivery(
+        self, call: Received, fault: Fault, body: dict[str, Any], model: str
+    ) -> Reply:
         reply = self._generate(call)
         reply.delivery = "slow_body" if fault.name == "slow_body" else "truncated"
         reply.seconds = float(fault.option("seconds") or 0.0)
         return reply
 
     @_fault_reply("auth_error")
-    def _auth_fault(self, call: Call, fault: Fault, body: dict[str, Any], model: str) -> Reply:
+    def _auth_fault(self, call: Received, fault: Fault, body: dict[str, Any], model: str) -> Reply:
         token = call.headers.get("authorization", "").partition(" ")[2].strip()
         return self._error(401, msg_bad_key(token or "sk-none"), code="invalid_api_key")
 
     @_fault_reply("permission_error")
     def _permission_fault(
-        self, call: Call, fault: Fault, body: dict[str, Any], model: str
+        self, call: Received, fault: Fault, body: dict[str, Any], model: str
     ) -> Reply:
         return self._error(403, msg_org_verification(model))
 
     @_fault_reply("model_not_found")
-    def _model_fault(self, call: Call, fault: Fault, body: dict[str, Any], model: str) -> Reply:
+    def _model_fault(self, call: Received, fault: Fault, body: dict[str, Any], model: str) -> Reply:
         return self._error(404, msg_model_not_found(model), code="model_not_found")
 
     @_fault_reply("rate_limit")
-    def _rate_limit(self, call: Call, fault: Fault, body: dict[str, Any], model: str) -> Reply:
+    def _rate_limit(self, call: Received, fault: Fault, body: dict[str, Any], model: str) -> Reply:
         retry_after = fault.option("retry_after")
         if retry_after is None:  # the quota fault reshaped by quota_as_rate_limit
             retry_after = 1
@@ -1039,25 +1043,27 @@ class ReferenceApp:
         )
 
     @_fault_reply("quota")
-    def _quota(self, call: Call, fault: Fault, body: dict[str, Any], model: str) -> Reply:
+    def _quota(self, call: Received, fault: Fault, body: dict[str, Any], model: str) -> Reply:
         if "quota_as_rate_limit" in self.server.defects:
             return self._rate_limit(call, fault, body, model)
         return self._error(429, MSG_QUOTA, type="insufficient_quota", code="insufficient_quota")
 
     @_fault_reply("server_error")
-    def _server_fault(self, call: Call, fault: Fault, body: dict[str, Any], model: str) -> Reply:
+    def _server_fault(
+        self, call: Received, fault: Fault, body: dict[str, Any], model: str
+    ) -> Reply:
         return self._error(500, MSG_SERVER_ERROR, type="server_error")
 
     @_fault_reply("bad_gateway_html")
-    def _bad_gateway(self, call: Call, fault: Fault, body: dict[str, Any], model: str) -> Reply:
+    def _bad_gateway(self, call: Received, fault: Fault, body: dict[str, Any], model: str) -> Reply:
         return self._html(502)
 
     @_fault_reply("overloaded")
-    def _overloaded(self, call: Call, fault: Fault, body: dict[str, Any], model: str) -> Reply:
+    def _overloaded(self, call: Received, fault: Fault, body: dict[str, Any], model: str) -> Reply:
         return self._error(503, MSG_OVERLOADED, type="server_error")
 
     @_fault_reply("no_channel")
-    def _no_channel(self, call: Call, fault: Fault, body: dict[str, Any], model: str) -> Reply:
+    def _no_channel(self, call: Received, fault: Fault, body: dict[str, Any], model: str) -> Reply:
         request_id = time.strftime("%Y%m%d%H%M%S") + uuid.uuid4().hex[:12]
         return self._error(
             503,
@@ -1068,16 +1074,22 @@ class ReferenceApp:
         )
 
     @_fault_reply("gateway_timeout_html")
-    def _gateway_timeout(self, call: Call, fault: Fault, body: dict[str, Any], model: str) -> Reply:
+    def _gateway_timeout(
+        self, call: Received, fault: Fault, body: dict[str, Any], model: str
+    ) -> Reply:
         return self._html(504)
 
     @_fault_reply("error_in_200")
-    def _error_in_200(self, call: Call, fault: Fault, body: dict[str, Any], model: str) -> Reply:
+    def _error_in_200(
+        self, call: Received, fault: Fault, body: dict[str, Any], model: str
+    ) -> Reply:
         error = {"message": MSG_SERVER_ERROR, "type": "server_error", "param": None, "code": None}
         return Reply(200, _json({"error": error}))
 
     @_fault_reply("content_policy")
-    def _content_policy(self, call: Call, fault: Fault, body: dict[str, Any], model: str) -> Reply:
+    def _content_policy(
+        self, call: Received, fault: Fault, body: dict[str, Any], model: str
+    ) -> Reply:
         _, profile = self.server.resolve_model(body.get("model"), body)
         if profile is not None and profile.family == "dall-e":
             return self._error(400, MSG_DALLE_POLICY, code="content_policy_violation")
@@ -1095,33 +1107,33 @@ class ReferenceApp:
     # The 200 faults with a broken payload, sent after the usual generation latency.
 
     @_shaped_fault("empty_data")
-    def _empty_data(self, call: Call, gen: Generation) -> Reply:
+    def _empty_data(self, call: Received, gen: Generation) -> Reply:
         return Reply(200, _json(self._envelope(gen, [], count=0)))
 
     @_shaped_fault("fewer_images")
-    def _fewer_images(self, call: Call, gen: Generation) -> Reply:
+    def _fewer_images(self, call: Received, gen: Generation) -> Reply:
         count = gen.n - 1
         items = self._image_items(call, gen, count)
         return Reply(200, _json(self._envelope(gen, items, count=count)))
 
     @_shaped_fault("wrong_size")
-    def _wrong_size(self, call: Call, gen: Generation) -> Reply:
+    def _wrong_size(self, call: Received, gen: Generation) -> Reply:
         other = (1024, 1024) if (gen.width, gen.height) == (512, 512) else (512, 512)
         items = self._image_items(call, gen, gen.n, size=other)
         return Reply(200, _json(self._envelope(gen, items, count=gen.n)))
 
     @_shaped_fault("invalid_base64")
-    def _invalid_base64(self, call: Call, gen: Generation) -> Reply:
+    def _invalid_base64(self, call: Received, gen: Generation) -> Reply:
         items = [{"b64_json": "iVBORw0KGgo!!not*base64~~" + "%" * 8} for _ in range(gen.n)]
         return Reply(200, _json(self._envelope(gen, items, count=gen.n)))
 
     @_shaped_fault("not_an_image")
-    def _not_an_image(self, call: Call, gen: Generation) -> Reply:
+    def _not_an_image(self, call: Received, gen: Generation) -> Reply:
         value = base64.b64encode(b"this is not an image, just some text bytes").decode()
         items = [{"b64_json": value} for _ in range(gen.n)]
         return Reply(200, _json(self._envelope(gen, items, count=gen.n)))
 
     @_shaped_fault("invalid_json")
-    def _invalid_json(self, call: Call, gen: Generation) -> Reply:
+    def _invalid_json(self, call: Received, gen: Generation) -> Reply:
         complete = _json(self._envelope(gen, self._image_items(call, gen, 1), count=1))
         return Reply(200, complete[: max(1, len(complete) // 2)])

@@ -1,5 +1,5 @@
-"""Error answers: the right category for each failure, OpenAI's envelope, and what a client
-needs to react (Retry-After on 429, quota told apart from rate limits)."""
+"""Area ``errors``: the right category for each failure, OpenAI's envelope, and what a
+client needs to react (Retry-After on 429, quota told apart from rate limits)."""
 
 from __future__ import annotations
 

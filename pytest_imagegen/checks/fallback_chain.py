@@ -1,5 +1,6 @@
-"""Fallback: the endpoint's chain (``fallback.generate``) finishes inside ``deadline_s``,
-recovers from a stalled primary, and stops at once on a non-retryable category."""
+"""Area ``fallback``: the endpoint's chain (``fallback.generate``) finishes inside
+``deadline_s``, recovers from a stalled primary, and stops at once on a non-retryable
+category."""
 
 from __future__ import annotations
 
