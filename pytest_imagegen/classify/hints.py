@@ -3,7 +3,8 @@ and detail tag."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from pytest_imagegen.classify._text import _clean_field, _clean_message
 from pytest_imagegen.classify.categories import (
@@ -80,6 +81,197 @@ def hint_for(category: str) -> str:
 # --- hints --------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Case:
+    """What a hint rule may look at."""
+
+    ev: _Evidence
+    category: str
+    tag: str
+    retry_after: tuple[float | None, str]
+    param: str | None
+
+    @property
+    def status(self) -> str:
+        return f"HTTP {self.ev.status}" if self.ev.status is not None else "The endpoint"
+
+    @property
+    def relay(self) -> str | None:
+        return self.ev.relay
+
+    @property
+    def wait(self) -> str:
+        seconds, source = self.retry_after
+        if seconds is not None:
+            return f"wait {seconds:g} s ({source}) before retrying"
+        return "wait and retry with backoff (no Retry-After was given)"
+
+
+def _always(case: _Case) -> bool:
+    return True
+
+
+def _tag(*tags: str) -> Callable[[_Case], bool]:
+    return lambda case: case.tag in tags
+
+
+def _timeout_hint(case: _Case) -> str:
+    ev, tag = case.ev, case.tag
+    hint = _TIMEOUT_HINTS.get(tag, _TIMEOUT_HINTS["read"])
+    if ev.timeout_s is not None and ev.transport is not None and tag != "total":
+        phase = "read" if tag in ("read", "") else tag
+        hint = f"No progress within the client's {phase} timeout ({ev.timeout_s:g} s). {hint}"
+    return hint
+
+
+def _param_hint(case: _Case) -> str:
+    said = _clean_message(case.ev.message)[:160] if case.ev.message else ""
+    detail = f" ({said})" if said else ""
+    return (
+        f"Fix the request parameter '{_clean_field(case.param)}'{detail}: build requests "
+        "from the endpoint's profile; retrying will not help."
+    )
+
+
+def _server_hint(case: _Case) -> str:
+    ev = case.ev
+    where = f"{case.status}: the server or a gateway failed" if ev.status else "The server failed"
+    return f"{where}: retry with backoff or fall back to another step or endpoint."
+
+
+def _malformed_hint(case: _Case) -> str:
+    what = "the body could not be decoded" if case.tag == "decoding" else None
+    what = what or case.ev.body or "not a valid image response"
+    return (
+        f"{case.status} answered without a usable image ({what}): retry; if it persists, "
+        "check the relay's model mapping (images may be routed to a chat model) and "
+        "response_format."
+    )
+
+
+Hint = str | Callable[[_Case], str]
+
+#: The specific hints, in order: the first rule of the diagnosis's category whose condition
+#: holds gives the hint; a category with no matching rule gets its generic hint.
+_HINT_RULES: tuple[tuple[str, Callable[[_Case], bool], Hint], ...] = (
+    (
+        QUOTA,
+        _tag("billing"),
+        "The billing hard limit was reached or billing is inactive: raise the limit or fix "
+        "billing in the organization's settings; retrying will not help.",
+    ),
+    (
+        QUOTA,
+        lambda c: c.tag == "budget" or (c.relay == "litellm" and "budget" in c.ev.scan_text()),
+        "The gateway's budget for this key/team is spent: raise max_budget on the proxy or "
+        "use another key; retrying will not help.",
+    ),
+    (
+        QUOTA,
+        lambda c: c.tag == "relay" or c.relay == "one-api",
+        "The relay token's or user's balance is used up: top up on the relay or use another "
+        "token; retrying will not help.",
+    ),
+    (
+        RATE_LIMIT,
+        _tag("cf1015"),
+        lambda c: f"Cloudflare rate-limited this client (error 1015): {c.wait}, or lower the rate.",
+    ),
+    (
+        RATE_LIMIT,
+        _tag("saturated"),
+        lambda c: (
+            f"The relay's upstream is saturated: {c.wait}, or use another group/channel on the "
+            "relay."
+        ),
+    ),
+    (RATE_LIMIT, _always, lambda c: f"Rate limited: {c.wait}, or lower the request rate."),
+    (TIMEOUT, _always, _timeout_hint),
+    (NETWORK, _always, lambda c: _NETWORK_HINTS.get(c.tag, _GENERIC_HINTS[NETWORK])),
+    (
+        AUTHENTICATION,
+        _tag("gateway_no_db"),
+        lambda c: (
+            f"{c.status}: the gateway has no database to look this key up in (LiteLLM without "
+            "one accepts only its master_key): send the gateway's master key via api_key_env, "
+            "or connect its database for virtual keys; this is the key, not a request "
+            "parameter, and retrying will not help."
+        ),
+    ),
+    (
+        AUTHENTICATION,
+        lambda c: c.tag == "relay_token" or c.relay in ("one-api", "litellm"),
+        "The relay rejected the token: use a token issued by this relay (not an OpenAI key) "
+        "that is enabled and not expired, via api_key_env; retrying will not help.",
+    ),
+    (PERMISSION, _always, lambda c: _PERMISSION_HINTS.get(c.tag, _GENERIC_HINTS[PERMISSION])),
+    (
+        MODEL_NOT_FOUND,
+        lambda c: (
+            c.tag == "relay_channel" or (c.relay == "one-api" and c.tag in ("", "status_404"))
+        ),
+        "No channel serves this model: check the relay's model mapping (and that the token's "
+        "group has a channel for it); retrying will not help.",
+    ),
+    (
+        MODEL_NOT_FOUND,
+        lambda c: c.tag == "litellm" or c.relay == "litellm",
+        "The gateway cannot route this model name: check its model list (model_name in the "
+        "proxy config) and the key's allowed models.",
+    ),
+    (
+        MODEL_NOT_FOUND,
+        lambda c: c.tag == "status_404" and not c.ev.error_object,
+        lambda c: (
+            f"{c.status}: the model or the route does not exist: check image_model and that "
+            "base_url ends with /v1."
+        ),
+    ),
+    (
+        MODEL_NOT_FOUND,
+        _always,
+        lambda c: _MODEL_HINTS.get(c.tag, _GENERIC_HINTS[MODEL_NOT_FOUND]),
+    ),
+    (
+        INVALID_REQUEST,
+        _tag("too_large"),
+        "The request (or answer) is larger than a proxy on the way accepts (limits of 1 MB or "
+        "4.5 MB are common): send a smaller image, ask for a smaller or compressed output, or "
+        "raise the proxy's limit.",
+    ),
+    (
+        INVALID_REQUEST,
+        _tag("route"),
+        lambda c: (
+            f"{c.status}: the endpoint has no such route: check base_url (it usually ends with "
+            "/v1) and that images go to /images/generations."
+        ),
+    ),
+    (INVALID_REQUEST, lambda c: bool(c.param), _param_hint),
+    (
+        CONTENT_POLICY,
+        _tag("azure_blocked"),
+        "The Azure resource is temporarily blocked for content-policy violations: contact "
+        "Azure support or use another resource; retrying will not help.",
+    ),
+    (
+        SERVER,
+        lambda c: c.tag == "wrapped" or (c.ev.status is not None and 200 <= c.ev.status <= 299),
+        lambda c: (
+            f"{c.status} carried an error body (an upstream error wrapped by a relay): retry; "
+            "if it persists, check the relay's upstream channel."
+        ),
+    ),
+    (
+        SERVER,
+        _tag("conflict"),
+        lambda c: f"{c.status} (conflict, e.g. a lock timeout): retry with backoff.",
+    ),
+    (SERVER, _always, _server_hint),
+    (MALFORMED_RESPONSE, _always, _malformed_hint),
+)
+
+
 def _hint(
     ev: _Evidence,
     category: str,
@@ -87,127 +279,12 @@ def _hint(
     retry_after: tuple[float | None, str],
     param: str | None,
 ) -> str:
-    status = f"HTTP {ev.status}" if ev.status is not None else "The endpoint"
-    relay = ev.relay
-    if category == QUOTA:
-        if tag == "billing":
-            return (
-                "The billing hard limit was reached or billing is inactive: raise the limit "
-                "or fix billing in the organization's settings; retrying will not help."
-            )
-        if tag == "budget" or (relay == "litellm" and "budget" in ev.scan_text()):
-            return (
-                "The gateway's budget for this key/team is spent: raise max_budget on the "
-                "proxy or use another key; retrying will not help."
-            )
-        if tag == "relay" or relay == "one-api":
-            return (
-                "The relay token's or user's balance is used up: top up on the relay or use "
-                "another token; retrying will not help."
-            )
-        return _GENERIC_HINTS[QUOTA]
-    if category == RATE_LIMIT:
-        seconds, source = retry_after
-        if seconds is not None:
-            wait = f"wait {seconds:g} s ({source}) before retrying"
-        else:
-            wait = "wait and retry with backoff (no Retry-After was given)"
-        if tag == "cf1015":
-            return f"Cloudflare rate-limited this client (error 1015): {wait}, or lower the rate."
-        if tag == "saturated":
-            return (
-                f"The relay's upstream is saturated: {wait}, or use another group/channel "
-                "on the relay."
-            )
-        return f"Rate limited: {wait}, or lower the request rate."
-    if category == TIMEOUT:
-        hint = _TIMEOUT_HINTS.get(tag, _TIMEOUT_HINTS["read"])
-        if ev.timeout_s is not None and ev.transport is not None and tag != "total":
-            phase = "read" if tag in ("read", "") else tag
-            hint = f"No progress within the client's {phase} timeout ({ev.timeout_s:g} s). {hint}"
-        return hint
-    if category == NETWORK:
-        return _NETWORK_HINTS.get(tag, _GENERIC_HINTS[NETWORK])
-    if category == AUTHENTICATION:
-        if tag == "gateway_no_db":
-            return (
-                f"{status}: the gateway has no database to look this key up in (LiteLLM "
-                "without one accepts only its master_key): send the gateway's master key via "
-                "api_key_env, or connect its database for virtual keys; this is the key, not "
-                "a request parameter, and retrying will not help."
-            )
-        if tag == "relay_token" or relay in ("one-api", "litellm"):
-            return (
-                "The relay rejected the token: use a token issued by this relay (not an "
-                "OpenAI key) that is enabled and not expired, via api_key_env; retrying will "
-                "not help."
-            )
-        return _GENERIC_HINTS[AUTHENTICATION]
-    if category == PERMISSION:
-        return _PERMISSION_HINTS.get(tag, _GENERIC_HINTS[PERMISSION])
-    if category == MODEL_NOT_FOUND:
-        if tag == "relay_channel" or (relay == "one-api" and tag in ("", "status_404")):
-            return (
-                "No channel serves this model: check the relay's model mapping (and that the "
-                "token's group has a channel for it); retrying will not help."
-            )
-        if tag == "litellm" or relay == "litellm":
-            return (
-                "The gateway cannot route this model name: check its model list (model_name "
-                "in the proxy config) and the key's allowed models."
-            )
-        if tag == "status_404" and not ev.error_object:
-            return (
-                f"{status}: the model or the route does not exist: check image_model and that "
-                "base_url ends with /v1."
-            )
-        return _MODEL_HINTS.get(tag, _GENERIC_HINTS[MODEL_NOT_FOUND])
-    if category == INVALID_REQUEST:
-        if tag == "too_large":
-            return (
-                "The request (or answer) is larger than a proxy on the way accepts (limits "
-                "of 1 MB or 4.5 MB are common): send a smaller image, ask for a smaller or "
-                "compressed output, or raise the proxy's limit."
-            )
-        if tag == "route":
-            return (
-                f"{status}: the endpoint has no such route: check base_url (it usually ends "
-                "with /v1) and that images go to /images/generations."
-            )
-        if param:
-            said = _clean_message(ev.message)[:160] if ev.message else ""
-            detail = f" ({said})" if said else ""
-            return (
-                f"Fix the request parameter '{_clean_field(param)}'{detail}: build requests "
-                "from the endpoint's profile; retrying will not help."
-            )
-        return _GENERIC_HINTS[INVALID_REQUEST]
-    if category == CONTENT_POLICY:
-        if tag == "azure_blocked":
-            return (
-                "The Azure resource is temporarily blocked for content-policy violations: "
-                "contact Azure support or use another resource; retrying will not help."
-            )
-        return _GENERIC_HINTS[CONTENT_POLICY]
-    if category == SERVER:
-        if tag == "wrapped" or (ev.status is not None and 200 <= ev.status <= 299):
-            return (
-                f"{status} carried an error body (an upstream error wrapped by a relay): "
-                "retry; if it persists, check the relay's upstream channel."
-            )
-        if tag == "conflict":
-            return f"{status} (conflict, e.g. a lock timeout): retry with backoff."
-        where = f"{status}: the server or a gateway failed" if ev.status else "The server failed"
-        return f"{where}: retry with backoff or fall back to another step or endpoint."
-    if category == MALFORMED_RESPONSE:
-        what = ev.body or "not a valid image response"
-        if tag == "decoding":
-            what = "the body could not be decoded"
-        return (
-            f"{status} answered without a usable image ({what}): retry; if it persists, "
-            "check the relay's model mapping (images may be routed to a chat model) and "
-            "response_format."
-        )
+    case = _Case(ev, category, tag, retry_after, param)
+    for rule_category, applies, hint in _HINT_RULES:
+        if rule_category == category and applies(case):
+            return hint(case) if callable(hint) else hint
+    if category != UNKNOWN and category in _GENERIC_HINTS:
+        return _GENERIC_HINTS[category]
     return _unknown_hint(ev, tag)
 
 
