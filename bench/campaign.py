@@ -49,6 +49,7 @@ KEY = "sk-campaign-key-0123456789abcdefghij"
 GARBAGE_CHECKS = "schema or body_size or image_model_refused_by_chat or request_is_valid"
 CASSETTE_CHECK = "response_shape.schema"
 SUITE_FOLDER = Path("cassettes/reference/conformance")
+REPORT = "campaign-report.json"
 
 
 @dataclass
@@ -109,6 +110,25 @@ def _summary(output: str, code: int | None) -> str:
     return (tail[-1] if tail else f"exit {code}")[:220]
 
 
+def _from_report(path: Path) -> str | None:
+    """What the JSON report says: the tally, then each failed check's category and message."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    totals = doc["totals"]
+    parts = [f"{totals['passed']} passed, {totals['failed']} failed"]
+    for test in doc["tests"]:
+        status = test.get("cassette_status")
+        if test["outcome"] == "failed":
+            message = " ".join((test.get("message") or "").split())
+            message = message.split("]: ", 1)[-1][:150]
+            parts.append(f"{test['check']}: [{test.get('category')}] {message}")
+        elif status in ("live", "partly live"):
+            parts.append(f"{test['check']}: passed, cassette {status}")
+    return "; ".join(parts)
+
+
 def _traceback(output: str) -> bool:
     frames = [
         line
@@ -137,6 +157,10 @@ def run_case(case: Case, reference_cassettes: Path | None) -> Result:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "IMAGEGEN_"))}
         env[KEY_ENV] = KEY
         env.update(case.env)
+        # Start-up refusals write no report; the others say in it what each check saw.
+        report_option = (
+            [] if case.family in ("config", "env", "cli") else [f"--imagegen-report={REPORT}"]
+        )
         started = time.monotonic()
         try:
             done = subprocess.run(
@@ -147,6 +171,7 @@ def run_case(case: Case, reference_cassettes: Path | None) -> Result:
                     "--imagegen",
                     "-p",
                     "no:cacheprovider",
+                    *report_option,
                     *case.args,
                 ],
                 cwd=folder,
@@ -169,9 +194,8 @@ def run_case(case: Case, reference_cassettes: Path | None) -> Result:
         requests = len(server.requests) if server is not None else 0
         if KEY in output:
             raise AssertionError(f"{case.name}: the key reached the output")
-        return Result(
-            case, code, seconds, _traceback(output), hang, silent, _summary(output, code), requests
-        )
+        outcome = _from_report(folder / REPORT) or _summary(output, code)
+        return Result(case, code, seconds, _traceback(output), hang, silent, outcome, requests)
     finally:
         if server is not None:
             server.stop()
