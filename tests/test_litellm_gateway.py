@@ -13,7 +13,9 @@ Every registered check runs through the proxy with ``checks.run`` and the upstre
 (so the fault-injection checks script their faults upstream and the ``gateway`` checks see
 what the upstream received); the verdict of each, and why, is asserted against what LiteLLM
 1.106.2 was observed to do (:data:`EXPECTED`). A few checks also run as users run them,
-``pytest --imagegen`` in a subprocess, to show the verdicts reach pytest's output.
+``pytest --imagegen`` in a subprocess with the upstream declared in ``pyproject.toml`` (a
+reference server reached through its control API), to show the same verdicts reach the
+report and pytest's warnings summary.
 """
 
 from __future__ import annotations
@@ -107,6 +109,7 @@ class UpstreamServer:
 
     server: ReferenceServer
     key: str
+    admin_key: str
 
 
 @pytest.fixture(scope="module")
@@ -122,8 +125,9 @@ def litellm_python() -> Path:
 def upstream() -> Iterator[UpstreamServer]:
     """The upstream: a reference server accepting only the proxy's upstream key."""
     key = f"sk-upstream-{secrets.token_hex(12)}"
-    with ReferenceServer(api_keys=[key]) as server:
-        yield UpstreamServer(server, key)
+    admin_key = f"admin-{secrets.token_hex(12)}"
+    with ReferenceServer(api_keys=[key], admin_key=admin_key) as server:
+        yield UpstreamServer(server, key, admin_key)
 
 
 @pytest.fixture(scope="module", params=[True, False], ids=["drop_params", "strict"])
@@ -196,14 +200,29 @@ def test_every_check_through_litellm_has_its_observed_verdict(
             assert any(text in result.message for text in issued), result.id
 
 
+#: Checks ``pytest --imagegen`` runs against the proxy in a subprocess (a few, for speed).
+PLUGIN_CHECKS = (
+    "request_shape.rejects_response_format",
+    "errors.wrong_key_is_authentication",
+    "gateway.retry_after_preserved",
+    "gateway.error_fields_preserved",
+)
+
+
 def test_pytest_imagegen_against_litellm_shows_the_verdicts(
-    gateway: tuple[_litellm.Proxy, str, bool], tmp_path: Path
+    gateway: tuple[_litellm.Proxy, str, bool], upstream: UpstreamServer, tmp_path: Path
 ) -> None:
-    """``pytest --imagegen`` against the proxy as a plain endpoint (no upstream declared):
-    the request_shape verdict reaches the report, the wrong-key warning pytest's summary."""
+    """``pytest --imagegen`` as users run it against the proxy, its upstream declared as a
+    reference server started elsewhere (``url`` and its control API): the same verdicts
+    reach the JSON report, and the warnings pytest's warnings summary."""
     proxy, master_key, drop_params = gateway
+    upstream.server.reset()
     project = tmp_path / "project"
     project.mkdir()
+    upstream_table = (
+        f'url = "{upstream.server.base_url}", api_key_env = "UPSTREAM_KEY", '
+        'admin_key_env = "UPSTREAM_ADMIN_KEY"'
+    )
     (project / "pyproject.toml").write_text(
         textwrap.dedent(
             f"""
@@ -214,12 +233,15 @@ def test_pytest_imagegen_against_litellm_shows_the_verdicts(
             image_model = "{IMAGE_MODEL}"
             chat_model = "{CHAT_MODEL}"
             timeout_s = 60
+            upstream = {{ {upstream_table} }}
             """
         )
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "IMAGEGEN_"))}
-    env["GATEWAY_KEY"] = master_key
-    selected = "rejects_response_format or wrong_key_is_authentication"
+    env.update(
+        GATEWAY_KEY=master_key, UPSTREAM_KEY=upstream.key, UPSTREAM_ADMIN_KEY=upstream.admin_key
+    )
+    selected = " or ".join(check.split(".", 1)[1] for check in PLUGIN_CHECKS)
     result = subprocess.run(
         [
             *(sys.executable, "-m", "pytest", "--imagegen", "-k", selected),
@@ -232,14 +254,17 @@ def test_pytest_imagegen_against_litellm_shows_the_verdicts(
         timeout=SUITE_TIMEOUT_S,
     )
     output = result.stdout + result.stderr
-    tests = {t["check"]: t for t in json.loads((project / "report.json").read_text())["tests"]}
-    shape = tests["request_shape.rejects_response_format"]
-    if drop_params:
-        # Without an upstream the suite cannot see where the parameter went.
-        assert shape["outcome"] == "failed", output
-        assert 'accepted {"response_format": "b64_json"} (HTTP 200)' in shape["message"]
-        assert result.returncode == 1, output
-    else:
-        assert shape["outcome"] == "passed", output
-        assert result.returncode == 0, output
-    assert "DeviationWarning: litellm: a wrong API key was answered HTTP 400, not 401" in output
+    report = project / "report.json"
+    assert report.exists(), output
+    tests = {t["check"]: t for t in json.loads(report.read_text())["tests"]}
+    assert set(tests) == set(PLUGIN_CHECKS), output
+    for check_id, test in tests.items():
+        status, text = expected(check_id, drop_params)
+        if status == "warned":
+            assert test["outcome"] == "passed" and test["warned"], (check_id, output)
+            assert any(text in d for d in test["deviations"]), (check_id, test)
+            assert "DeviationWarning" in output and text in output, check_id
+        else:
+            assert test["outcome"] == status and not test["warned"], (check_id, output)
+            assert text in (test["message"] or ""), (check_id, test)
+    assert result.returncode == 1, output  # retry_after_preserved fails with either setting
