@@ -132,18 +132,18 @@ def _azure_classes() -> tuple[type[openai.AzureOpenAI], type[openai.AsyncAzureOp
     return AzureOpenAI, AsyncAzureOpenAI
 
 
-def bounded_async_client(limits: Any, **kwargs: Any) -> Any:
-    """An ``openai.DefaultAsyncHttpxClient`` whose requests each finish within ``limits``
+def bounded_async_client(bounds: Any, **kwargs: Any) -> Any:
+    """An ``openai.DefaultAsyncHttpxClient`` whose requests each finish within ``bounds``
     (a :class:`pytest_imagegen.bounds.Limits`: ``timeout_s`` per request, the deadline),
     headers and body alike; keyword arguments go to the client (``event_hooks``, ...)."""
     import openai
 
     return openai.DefaultAsyncHttpxClient(
-        transport=_async_bounded_transport(limits, kwargs.pop("transport", None)), **kwargs
+        transport=_async_bounded_transport(bounds, kwargs.pop("transport", None)), **kwargs
     )
 
 
-def _async_bounded_transport(limits: Any, inner: Any = None) -> Any:
+def _async_bounded_transport(bounds: Any, inner: Any = None) -> Any:
     import asyncio
 
     import httpx2
@@ -176,7 +176,7 @@ def _async_bounded_transport(limits: Any, inner: Any = None) -> Any:
             self._inner = inner
 
         async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-            clock = limits.start(request)
+            clock = bounds.start(request)
             try:
                 response: httpx2.Response = await asyncio.wait_for(
                     self._inner.handle_async_request(request), max(clock.left(), 0)
@@ -203,3 +203,55 @@ def async_event_hooks(hooks: Mapping[str, Any]) -> dict[str, list[Any]]:
         return hook
 
     return {event: [wrap(f) for f in functions] for event, functions in hooks.items()}
+
+
+def fixture_client(
+    endpoint: Endpoint,
+    hooks: Mapping[str, list[Any]],
+    *,
+    asynchronous: bool = False,
+    transport: Any = None,
+) -> Any:
+    """The client ``imagegen_client`` / ``imagegen_async_client`` give a test: bound to
+    ``endpoint``, each request within its ``timeout_s`` (body included), carrying
+    ``hooks`` (plain functions: the budget guard, the report's measurements, the
+    ``imagegen_requests`` log). ``transport``: the sync client's inner transport (a
+    session pool shared per endpoint)."""
+    from pytest_imagegen.bounds import Limits, bounded_client
+    from pytest_imagegen.checks.context import requested_n
+
+    # timeout_s bounds each request as a whole (body included).
+    limits = Limits(
+        timeout_s=float(endpoint.timeout_s),
+        max_body_bytes=lambda request: endpoint.response_cap(requested_n(request)),
+    )
+    if not asynchronous:
+        http = bounded_client(limits, transport=transport, event_hooks=dict(hooks))
+        return endpoint.client(http_client=http)
+    import httpx2
+
+    http_client = bounded_async_client(
+        limits,
+        event_hooks=async_event_hooks(hooks),
+        # No connection outlives a request: a test's event loop ends with the test, and a
+        # pooled connection of a closed loop cannot be closed cleanly afterwards.
+        limits=httpx2.Limits(max_connections=100, max_keepalive_connections=0),
+    )
+    return endpoint.async_client(http_client=http_client)
+
+
+def close_async_client(client: Any) -> None:
+    """Close an async client from synchronous code (a fixture's teardown)."""
+    import asyncio
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        return  # inside a running loop: its owner closes it (nothing is pooled anyway)
+    import contextlib
+
+    # A transport tied to an ended loop has nothing left open to release.
+    with contextlib.suppress(Exception):
+        asyncio.run(client.close())

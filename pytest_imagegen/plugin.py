@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from pytest_imagegen.config import Endpoint, Settings
     from pytest_imagegen.pool import ConnectionPools
     from pytest_imagegen.reference import ReferenceServer
+    from pytest_imagegen.traffic import Traffic
     from pytest_imagegen.upstream import Upstreams
 
 # The exception a test's call phase ended with: a cassette error it already reported is not
@@ -373,45 +374,92 @@ def _imagegen_pools() -> Iterator[ConnectionPools]:
 
 
 @pytest.fixture
+def _imagegen_test_cassette(
+    request: pytest.FixtureRequest, imagegen_endpoint: Endpoint, imagegen_settings: Settings
+) -> Iterator[CassetteUse]:
+    """The test's cassette, shared by its clients (imagegen_client, imagegen_async_client)."""
+    item = request.node
+    with _cassette(
+        item, imagegen_endpoint, imagegen_settings, _module_name(item), item.name
+    ) as cassette:
+        yield cassette
+
+
+@pytest.fixture
+def imagegen_requests(imagegen_settings: Settings) -> Traffic:
+    """What this test's imagegen clients sent and got back (any endpoint, live or replayed)."""
+    from pytest_imagegen.traffic import for_endpoints
+
+    return for_endpoints(imagegen_settings.endpoints)
+
+
+def _client_hooks(
+    request: pytest.FixtureRequest,
+    endpoint: Endpoint,
+    budget: Budget,
+    cassette: CassetteUse,
+    traffic: Traffic,
+) -> dict[str, list[Any]]:
+    """The hooks of a test's clients: budget guard, report measurements, imagegen_requests."""
+    from pytest_imagegen.budget import event_hooks
+    from pytest_imagegen.testdata import cost_adder, measuring_hooks
+
+    data = item_data(request.node)
+    hooks = event_hooks(
+        budget,
+        endpoint,
+        is_live=cassette.is_live,
+        on_cost=cost_adder(data),
+        replayed=cassette.replayed_counter(),
+    )
+    for added in (measuring_hooks(data), traffic.event_hooks()):
+        for event, functions in added.items():
+            hooks[event].extend(functions)
+    return hooks
+
+
+@pytest.fixture
 def imagegen_client(
     request: pytest.FixtureRequest,
     imagegen_endpoint: Endpoint,
-    imagegen_settings: Settings,
     imagegen_budget: Budget,
+    imagegen_requests: Traffic,
+    _imagegen_test_cassette: CassetteUse,
     _imagegen_pools: ConnectionPools,
 ) -> Iterator[openai.OpenAI]:
     """An openai.OpenAI bound to the endpoint, with the test's cassette and the budget guard."""
-    from pytest_imagegen.bounds import Limits, bounded_client
-    from pytest_imagegen.budget import event_hooks
-    from pytest_imagegen.checks.context import requested_n
-    from pytest_imagegen.testdata import cost_adder, measuring_hooks
+    from pytest_imagegen.clients import fixture_client
 
-    item = request.node
-    data = item_data(item)
-    endpoint = imagegen_endpoint
-    with _cassette(item, endpoint, imagegen_settings, _module_name(item), item.name) as cassette:
-        hooks = event_hooks(
-            imagegen_budget,
-            endpoint,
-            is_live=cassette.is_live,
-            on_cost=cost_adder(data),
-            replayed=cassette.replayed_counter(),
-        )
-        for event, added in measuring_hooks(data).items():
-            hooks[event].extend(added)
-        # timeout_s bounds each request as a whole (body included).
-        limits = Limits(
-            timeout_s=float(endpoint.timeout_s),
-            max_body_bytes=lambda request: endpoint.response_cap(requested_n(request)),
-        )
-        http_client = bounded_client(
-            limits, transport=_imagegen_pools.transport(endpoint), event_hooks=hooks
-        )
-        client = endpoint.client(http_client=http_client)
-        try:
-            yield client
-        finally:
-            client.close()
+    hooks = _client_hooks(
+        request, imagegen_endpoint, imagegen_budget, _imagegen_test_cassette, imagegen_requests
+    )
+    transport = _imagegen_pools.transport(imagegen_endpoint)
+    client = fixture_client(imagegen_endpoint, hooks, transport=transport)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def imagegen_async_client(
+    request: pytest.FixtureRequest,
+    imagegen_endpoint: Endpoint,
+    imagegen_budget: Budget,
+    imagegen_requests: Traffic,
+    _imagegen_test_cassette: CassetteUse,
+) -> Iterator[openai.AsyncOpenAI]:
+    """An openai.AsyncOpenAI bound like imagegen_client (same cassette, budget and requests)."""
+    from pytest_imagegen.clients import close_async_client, fixture_client
+
+    hooks = _client_hooks(
+        request, imagegen_endpoint, imagegen_budget, _imagegen_test_cassette, imagegen_requests
+    )
+    client = fixture_client(imagegen_endpoint, hooks, asynchronous=True)
+    try:
+        yield client
+    finally:
+        close_async_client(client)
 
 
 @pytest.fixture(autouse=True)
@@ -421,7 +469,7 @@ def _imagegen_marked_cassette(request: pytest.FixtureRequest) -> Iterator[None]:
     if (
         item.get_closest_marker(MARKER) is None
         or getattr(item, "imagegen_check", None) is not None
-        or "imagegen_client" in getattr(item, "fixturenames", ())
+        or "_imagegen_test_cassette" in getattr(item, "fixturenames", ())
     ):
         yield
         return

@@ -407,3 +407,13 @@ def _events(body: bytes) -> Iterable[tuple[str | None, str]]:
                 data.append(line[5:].lstrip())
         if data:
             yield name, "\n".join(data)
+
+
+def for_endpoints(endpoints: Iterable[Any]) -> Traffic:
+    """A :class:`Traffic` scrubbing every secret of ``endpoints`` (keys, header values)."""
+    from pytest_imagegen._scrub import Scrubber
+
+    endpoints = list(endpoints)
+    secrets = [secret for e in endpoints for secret in e.secrets]
+    headers = [name for e in endpoints for name in e.headers]
+    return Traffic(Scrubber.create(secrets=secrets, secret_headers=headers))

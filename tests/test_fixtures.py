@@ -106,3 +106,111 @@ def test_isolated_re_raises_a_server_error_and_still_resets() -> None:
             server.faults.add("quota", times=3)
             server.record_error(RuntimeError("boom"))
         assert len(server.faults) == 0 and not server.errors
+
+
+# ----------------------------------------------------------------------------- clients
+
+
+@pytest.fixture(scope="module")
+def server():  # type: ignore[no-untyped-def]
+    from pytest_imagegen.reference import ReferenceServer
+
+    with ReferenceServer() as srv:
+        yield srv
+
+
+@pytest.fixture
+def local(pytester: pytest.Pytester, server, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """A project whose one endpoint, 'local', is the test's reference server."""
+    server.reset()
+    monkeypatch.setenv("LOCAL_KEY", server.api_key)
+    pytester.makepyprojecttoml(
+        "[tool.imagegen]\n[[tool.imagegen.endpoints]]\n"
+        f'name = "local"\nbase_url = "{server.base_url}"\napi_key_env = "LOCAL_KEY"\n'
+        'image_model = "gpt-image-1"\ntimeout_s = 20\n'
+    )
+    return server
+
+
+CLIENTS_APP = """
+import asyncio, json, os
+
+import pytest
+
+
+def test_sync(imagegen_client, imagegen_requests):
+    imagegen_client.images.generate(model="gpt-image-1", prompt="a fox", quality="low")
+    [sent] = imagegen_requests.generations
+    assert sent.body == {"model": "gpt-image-1", "prompt": "a fox", "quality": "low"}
+    assert sent.status == 200 and sent.complete
+    assert [(i["format"], i["size"]) for i in sent.images] == [("png", "1024x1024")]
+    assert sent.headers["authorization"] == "<imagegen:scrubbed>"
+    assert os.environ["LOCAL_KEY"] not in json.dumps(sent.to_dict())
+
+
+def test_async(imagegen_async_client, imagegen_requests):
+    async def run():
+        answer = await imagegen_async_client.images.generate(
+            model="gpt-image-1", prompt="a cat", size="1024x1536", quality="low"
+        )
+        return answer.data[0].b64_json
+
+    assert asyncio.run(run())
+    [sent] = imagegen_requests.generations
+    assert sent.headers["x-stainless-async"].startswith("async")
+    assert sent.images[0]["size"] == "1024x1536"
+
+
+def test_both_share_one_cassette(imagegen_client, imagegen_async_client, imagegen_requests):
+    imagegen_client.images.generate(model="gpt-image-1", prompt="sync", quality="low")
+
+    async def run():
+        await imagegen_async_client.images.generate(
+            model="gpt-image-1", prompt="async", quality="low"
+        )
+
+    asyncio.run(run())
+    assert [e.body["prompt"] for e in imagegen_requests] == ["sync", "async"]
+    assert all(e.status == 200 for e in imagegen_requests)
+
+
+@pytest.mark.anyio
+async def test_under_anyio(imagegen_async_client, imagegen_requests):
+    await imagegen_async_client.images.generate(model="gpt-image-1", prompt="anyio", quality="low")
+    assert imagegen_requests.last.status == 200
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+"""
+
+
+def test_clients_record_then_replay(pytester: pytest.Pytester, local) -> None:  # type: ignore[no-untyped-def]
+    pytester.makepyfile(test_clients=CLIENTS_APP)
+    recorded = pytester.runpytest("--imagegen-record-mode=once", "-p", "no:cacheprovider")
+    recorded.assert_outcomes(passed=4)
+    live = len(local.log.generations)
+    assert live == 5
+    folder = pytester.path / "cassettes" / "local"
+    texts = {p.stem.rsplit("_local-", 1)[0]: p.read_text() for p in folder.rglob("*.yaml")}
+    assert sorted(texts) == [
+        "test_async",
+        "test_both_share_one_cassette",
+        "test_sync",
+        "test_under_anyio",
+    ]
+    # One cassette holds the test's sync and async requests alike.
+    both = texts["test_both_share_one_cassette"]
+    assert both.count("uri: ") == 2 and "async" in both and "sync" in both
+    assert all(local.api_key not in text for text in texts.values())
+    # Replayed: the same assertions hold, and nothing reaches the server.
+    replayed = pytester.runpytest("-p", "no:cacheprovider")
+    replayed.assert_outcomes(passed=4)
+    assert len(local.log.generations) == live
+
+
+def test_new_fixtures_have_help(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--fixtures")
+    for name in ("imagegen_async_client", "imagegen_requests"):
+        result.stdout.fnmatch_lines([f"{name}*", "    ?*"])
