@@ -14,6 +14,7 @@ import pytest
 
 from pytest_imagegen import names, plugin
 from pytest_imagegen.checks import REGISTRY, catalogue
+from pytest_imagegen.config import ENV_ENDPOINT_SETTINGS
 from pytest_imagegen.reference import DEFECTS, FAULTS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,6 +50,10 @@ def test_the_catalogue_is_generated_from_the_registry() -> None:
         names.INI_CONFIG,
         names.ENV_REFERENCE_LATENCY,
         names.ENV_REFERENCE_DEFECTS,
+        names.OPTION_BASE_URL,
+        names.OPTION_IMAGE_MODEL,
+        names.OPTION_CHAT_MODEL,
+        *ENV_ENDPOINT_SETTINGS.values(),
     ],
 )
 def test_every_option_is_documented(option: str) -> None:
