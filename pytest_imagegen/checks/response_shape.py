@@ -48,11 +48,14 @@ def _schema_problems(document: Any, content: bytes = b"") -> list[str]:
         if key in document and document[key] is not None and not isinstance(document[key], str):
             problems.append(f"`{key}` must be a string")
     if not problems:
-        try:
-            from openai.types import ImagesResponse
+        # Only the SDK's verdict on the document is the endpoint's fault; an import or any
+        # other error is a bug here and must surface as one.
+        from openai.types import ImagesResponse
+        from pydantic import ValidationError
 
+        try:
             ImagesResponse.model_validate(document)
-        except Exception as exc:  # pydantic's ValidationError, whatever its version
+        except ValidationError as exc:
             first = str(exc).splitlines()
             problems.append(f"the SDK's ImagesResponse rejects it: {' '.join(first[:3])}")
     return problems
