@@ -3,7 +3,6 @@ one function that merges them, remembering where each value came from."""
 
 from __future__ import annotations
 
-import contextvars
 import difflib
 import ipaddress
 import math
@@ -16,8 +15,6 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
-from pydantic_settings.sources import PydanticBaseSettingsSource
 
 from pytest_imagegen.errors import ConfigError, ModelSeparationError
 from pytest_imagegen.names import (
@@ -593,23 +590,14 @@ class FileConfig(_FileModel):
 
 
 # --------------------------------------------------------------------------------------
-# The environment model (pydantic-settings, reading a mapping the caller passes in)
+# The environment model (a pydantic model validated from the mapping the caller passes in)
 
-_ENV_MAPPING: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar("imagegen_env")
-
-
-class _MappingEnvSource(EnvSettingsSource):
-    """The environment source, reading the mapping given to :func:`load_settings`."""
-
-    def _load_env_vars(self) -> Mapping[str, str | None]:
-        # Blank values count as unset: `export OPENAI_MODEL=` is how people clear a variable.
-        return {k: v.strip() for k, v in _ENV_MAPPING.get().items() if v and v.strip()}
-
-
-class EnvironmentSettings(BaseSettings):
+class EnvironmentSettings(BaseModel):
     """The variables pytest-imagegen reads (names are case-sensitive, blank = unset)."""
 
-    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", frozen=True)
+    # Validated from the mapping given to load_settings (never os.environ): the variable
+    # names are the aliases; fields without one are set by name.
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
 
     openai_base_url: str | None = Field(default=None, alias="OPENAI_BASE_URL")
     openai_api_key_set: bool = False  # the key itself is read later by name, never stored here
@@ -633,32 +621,25 @@ class EnvironmentSettings(BaseSettings):
     imagegen_max_retries: int | None = Field(
         default=None, ge=0, le=10, alias="IMAGEGEN_MAX_RETRIES"
     )
-    # JSON text, parsed by `_env_fallback` (pydantic-settings' own JSON errors are unclear).
+    # JSON text, parsed by `_env_fallback` (pydantic's own JSON errors are unclear).
     imagegen_fallback: str | None = Field(default=None, alias="IMAGEGEN_FALLBACK")
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Only the given mapping: no os.environ, no .env file, no secrets directory.
-        return (init_settings, _MappingEnvSource(settings_cls))
 
     @classmethod
     def from_mapping(cls, env: Mapping[str, str]) -> EnvironmentSettings:
         """Read the settings from ``env`` (raises ConfigError naming the variable)."""
-        token = _ENV_MAPPING.set(env)
+        names = {field.alias for field in cls.model_fields.values() if field.alias}
+        # Blank values count as unset: `export OPENAI_MODEL=` is how people clear a variable.
+        values: dict[str, Any] = {
+            name: value.strip()
+            for name, value in env.items()
+            if name in names and value and value.strip()
+        }
+        key = env.get(DEFAULT_OPENAI_KEY_ENV, "")
+        values["openai_api_key_set"] = bool(key and key.strip())
         try:
-            key = env.get(DEFAULT_OPENAI_KEY_ENV, "")
-            return cls(openai_api_key_set=bool(key and key.strip()))
+            return cls.model_validate(values)
         except ValidationError as exc:
             raise ConfigError(_env_errors(exc, env)) from None
-        finally:
-            _ENV_MAPPING.reset(token)
 
 
 _ENV_HINTS = {
