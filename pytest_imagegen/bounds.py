@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -523,3 +524,13 @@ def response_cap(profile: Any, n: int = 1) -> int:
     n = n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1
     n = min(n, max(1, int(getattr(profile, "n_max", 1) or 1)))
     return n * (largest_image_bytes(profile) * 4 // 3 + 4) + RESPONSE_SLACK_BYTES
+
+
+def requested_n(request: Any) -> int:
+    """The ``n`` of a JSON request body (1 when absent or unreadable)."""
+    try:
+        body = json.loads(request.content) if request is not None else None
+    except Exception:  # a streamed, multipart or non-JSON body
+        return 1
+    n = body.get("n") if isinstance(body, dict) else None
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1

@@ -217,8 +217,7 @@ def fixture_client(
     ``hooks`` (plain functions: the budget guard, the report's measurements, the
     ``imagegen_requests`` log). ``transport``: the sync client's inner transport (a
     session pool shared per endpoint)."""
-    from pytest_imagegen.bounds import Limits, bounded_client
-    from pytest_imagegen.checks.context import requested_n
+    from pytest_imagegen.bounds import Limits, bounded_client, requested_n
 
     # timeout_s bounds each request as a whole (body included).
     limits = Limits(

@@ -592,6 +592,7 @@ class FileConfig(_FileModel):
 # --------------------------------------------------------------------------------------
 # The environment model (a pydantic model validated from the mapping the caller passes in)
 
+
 class EnvironmentSettings(BaseModel):
     """The variables pytest-imagegen reads (names are case-sensitive, blank = unset)."""
 

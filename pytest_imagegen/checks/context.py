@@ -335,7 +335,7 @@ class CheckContext:
         """What each request of this check may take: ``timeout_s`` of wall time (body
         included), within ``deadline_s`` of the start of the operation it belongs to, and a
         body no larger than the endpoint's response cap for the ``n`` images asked for."""
-        from pytest_imagegen.bounds import Limits
+        from pytest_imagegen.bounds import Limits, requested_n
 
         endpoint = self.endpoint
 
@@ -506,16 +506,6 @@ class CheckContext:
             )
         except MalformedResponse as exc:
             call.diagnosis = malformed(str(exc), status=call.status)
-
-
-def requested_n(request: Any) -> int:
-    """The ``n`` of a JSON request body (1 when absent or unreadable)."""
-    try:
-        body = json.loads(request.content) if request is not None else None
-    except Exception:  # a streamed, multipart or non-JSON body
-        return 1
-    n = body.get("n") if isinstance(body, dict) else None
-    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1
 
 
 def _budget_cause(exc: BaseException) -> BudgetExceededError | None:
