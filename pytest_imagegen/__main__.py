@@ -179,7 +179,7 @@ def _run(server: Any, out: Any, err: Any) -> int:
 
     # Ctrl-C and SIGTERM both end the wait loop, so the server always stops cleanly; only
     # the main thread may install handlers (main() may be called from elsewhere in tests).
-    previous: dict[int, Any] = {}
+    previous: dict[signal.Signals, Any] = {}
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGINT, signal.SIGTERM):
             previous[signum] = signal.signal(signum, on_signal)
@@ -202,8 +202,8 @@ def _run(server: Any, out: Any, err: Any) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         server.stop()
     if server.errors:
         # Bugs in the server itself: say so plainly, the app under test was not at fault.

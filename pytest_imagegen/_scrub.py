@@ -102,7 +102,7 @@ class Scrubber(Redactor):
 
     # -- JSON -----------------------------------------------------------------------------
 
-    def json_value(  # type: ignore[override]
+    def json_value(
         self, value: Any, *, images: list[ImageRecord] | None = None, at: str = ""
     ) -> Any:
         """A scrubbed copy of a decoded JSON value; shrinks ``b64_json`` images into ``images``."""
@@ -475,7 +475,7 @@ def _body_bytes(body: Any) -> bytes | None:
     if isinstance(body, (bytearray, memoryview)):
         return bytes(body)
     if hasattr(body, "read"):
-        return body.read()
+        return bytes(body.read())
     if isinstance(body, Iterable):
         return b"".join(part if isinstance(part, bytes) else str(part).encode() for part in body)
     return str(body).encode("utf-8")

@@ -59,7 +59,7 @@ class _NotSimple(Exception):
 
 def _plain(value: str) -> Any:
     """A plain (unquoted) scalar as the safe loader reads it, or _NotSimple."""
-    tag = _RESOLVER.resolve(ScalarNode, value, (True, False))
+    tag = _RESOLVER.resolve(ScalarNode, value, (True, False))  # type: ignore[no-untyped-call]
     if tag == _STR:
         return value
     if tag == _NULL:

@@ -247,7 +247,7 @@ class CassetteSession:
 # -- file format ------------------------------------------------------------------------------
 
 
-class _Dumper(_yaml.SafeDumper):  # type: ignore[misc,valid-type]
+class _Dumper(_yaml.SafeDumper):
     """Safe YAML dumper (libyaml when available)."""
 
 
@@ -326,7 +326,9 @@ class AtomicPersister:
     """
 
     @classmethod
-    def load_cassette(cls, cassette_path: Path | str, serializer: Any) -> tuple[list, list]:
+    def load_cassette(
+        cls, cassette_path: Path | str, serializer: Any
+    ) -> tuple[list[Any], list[Any]]:
         path = Path(cassette_path)
         try:
             raw = path.read_bytes()
@@ -352,7 +354,9 @@ class AtomicPersister:
         return requests, responses
 
     @staticmethod
-    def save_cassette(cassette_path: Path | str, cassette_dict: dict, serializer: Any) -> None:
+    def save_cassette(
+        cassette_path: Path | str, cassette_dict: dict[str, Any], serializer: Any
+    ) -> None:
         data = vcr_serialize(cassette_dict, serializer).encode("utf-8")
         atomic_write(Path(cassette_path), data)
 
@@ -437,7 +441,7 @@ def _key_of(request: Request) -> Key:
     return key
 
 
-class ImagegenCassette(Cassette):
+class ImagegenCassette(Cassette):  # type: ignore[misc]  # vcrpy has no type information
     """A vcrpy cassette with scrubbing, shrinking, indexed matching and merge-on-save.
 
     Only interactions loaded from the file are replayed; what this run records is never
@@ -490,7 +494,7 @@ class ImagegenCassette(Cassette):
             _, canonical = self._scrubber.request_body(request.body, content_type)
             path = urlsplit(self._scrubber.url(request.uri)).path
             key = self._key_memo[memo] = (request.method.upper(), path, canonical)
-        request._imagegen_keyed = (self._scrubber, key)  # type: ignore[attr-defined]
+        request._imagegen_keyed = (self._scrubber, key)
         return key
 
     def _prepare(self, request: Request) -> tuple[Request, Key]:
@@ -500,8 +504,8 @@ class ImagegenCassette(Cassette):
             return cached[1], cached[2]
         key = self._key(request)
         scrubbed, _ = self._scrubber.request(request)
-        scrubbed._imagegen_key = key  # type: ignore[attr-defined]
-        request._imagegen_prepared = (self._scrubber, scrubbed, key)  # type: ignore[attr-defined]
+        scrubbed._imagegen_key = key
+        request._imagegen_prepared = (self._scrubber, scrubbed, key)
         return scrubbed, key
 
     def will_replay(self, request: Request) -> bool:
@@ -534,12 +538,12 @@ class ImagegenCassette(Cassette):
             if index is not None:
                 # Reserved now, so that two threads never get the same answer.
                 self.play_counts[index] += 1
-                request._imagegen_reserved = index  # type: ignore[attr-defined]
+                request._imagegen_reserved = index
                 return True
         if self._loopback_live and is_loopback_host(urlsplit(request.uri).hostname):
             # Nothing leaves the machine; a replay must not fail because the code under
             # test now sends a request that differs from the recording.
-            request._imagegen_live = True  # type: ignore[attr-defined]
+            request._imagegen_live = True
             return False
         if self.write_protected:
             raise self._session._fail(CassetteError(self._no_match_message(key)))
@@ -552,11 +556,12 @@ class ImagegenCassette(Cassette):
                 raise UnhandledHTTPRequestError(
                     f"The cassette ({self._path}) has no unplayed recording of this request"
                 )
-            index = request._imagegen_reserved  # type: ignore[attr-defined]
-        del request._imagegen_reserved  # type: ignore[attr-defined]
+            index = request._imagegen_reserved
+        del request._imagegen_reserved
         with self._lock:
             self._session.played += 1
-        return self.data[index][1]
+        response: dict[str, Any] = self.data[index][1]
+        return response
 
     def _responses(self, request: Request) -> Iterator[tuple[int, dict[str, Any]]]:
         key = self._key(request)
@@ -795,8 +800,8 @@ class _NetworkGuard:
                 raise guard._refuse(f"{name}:{port}")
             return original_getaddrinfo(host, *args, **kwargs)
 
-        socket.socket.connect = connect  # type: ignore[method-assign]
-        socket.socket.connect_ex = connect_ex  # type: ignore[method-assign]
+        socket.socket.connect = connect  # type: ignore[method-assign,assignment]
+        socket.socket.connect_ex = connect_ex  # type: ignore[method-assign,assignment]
         socket.socket.sendto = sendto  # type: ignore[method-assign,assignment]
         socket.getaddrinfo = getaddrinfo
         return self

@@ -360,7 +360,9 @@ PRECEDENCE: tuple[tuple[str, tuple[str, ...]], ...] = (
 _MISSING = object()
 
 
-def resolve(scope: str, layers: Mapping[str, Mapping[str, Any]]) -> tuple[dict, dict]:
+def resolve(
+    scope: str, layers: Mapping[str, Mapping[str, Any]]
+) -> tuple[dict[str, Any], dict[str, str]]:
     """Apply :data:`PRECEDENCE` for one scope (``""``, ``"endpoint"`` or ``"profile"``).
 
     Returns ``(values, sources)`` keyed by the bare setting name. Keys no layer sets are left
@@ -995,7 +997,8 @@ def _read_toml(path: Path, *, what: str) -> dict[str, Any]:
             f"{path}: not UTF-8 text (byte {exc.start}); save the file as UTF-8."
         ) from None
     try:
-        return tomllib.loads(text)
+        document: dict[str, Any] = tomllib.loads(text)
+        return document
     except tomllib.TOMLDecodeError as exc:
         # The decoder's message ends with "(at line N, column M)"; the offending line
         # itself is not quoted, since it may hold a pasted key.
@@ -1932,7 +1935,9 @@ def _endpoint_profile(
             "own under [tool.imagegen.profiles.NAME] with a parent)."
         )
         return None
-    profile = profiles_mod.resolve_profile(image_model, profile=explicit, custom=dict(custom))
+    profile: Profile | None = profiles_mod.resolve_profile(
+        image_model, profile=explicit, custom=dict(custom)
+    )
     if profile is None:
         if draft.in_file:
             fix = (
@@ -2036,7 +2041,7 @@ def _check_step(
                 return
     body = {"model": model, "prompt": "fallback step check", **step}
     for violation in validate_request(body, step_profile):
-        if violation.param not in step:
+        if violation.param is None or violation.param not in step:
             continue  # only what the step sets is the step's fault
         value = step[violation.param]
         detail = violation.message

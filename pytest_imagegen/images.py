@@ -7,6 +7,7 @@ import binascii
 import hashlib
 import io
 from dataclasses import dataclass, field
+from typing import Any
 
 # Pillow's format names -> the names the Images API uses in ``output_format``.
 _API_FORMAT = {"PNG": "png", "JPEG": "jpeg", "WEBP": "webp", "GIF": "gif"}
@@ -86,7 +87,7 @@ def decode_b64(text: str) -> bytes:
         raise ValueError(f"invalid base64 ({len(text)} characters): {exc}") from exc
 
 
-def _encode(im, fmt: str) -> bytes:
+def _encode(im: Any, fmt: str) -> bytes:
     pil_format = _PIL_FORMAT.get(fmt.lower())
     if pil_format is None:
         raise ValueError(f"unsupported image format {fmt!r}; use png, jpeg or webp")

@@ -276,11 +276,15 @@ class UnknownProfileError(ConfigError, KeyError):
 _STD = ("1024x1024", "1024x1536", "1536x1024")  # OpenAI's order in its size messages
 
 
-def _table(rows: Mapping[str, tuple[float, ...]], sizes: tuple[str, ...]) -> dict[str, dict]:
+#: Price per image by quality, then by size.
+_Prices = dict[str, dict[str, float]]
+
+
+def _table(rows: Mapping[str, tuple[float, ...]], sizes: tuple[str, ...]) -> _Prices:
     return {q: dict(zip(sizes, values, strict=True)) for q, values in rows.items()}
 
 
-def _with_auto(table: dict[str, dict[str, float]], *, sizes: bool, quality: bool) -> dict:
+def _with_auto(table: _Prices, *, sizes: bool, quality: bool) -> _Prices:
     """Add "auto" entries priced at the dearest option (budgets must not under-estimate)."""
     out = {q: dict(row) for q, row in table.items()}
     if sizes:
@@ -341,7 +345,7 @@ CUSTOM_SIZE_RULE = SizeRule(
 )
 
 
-def _gpt_image(name: str, prices: dict, *, size_rule: SizeRule | None = None) -> Profile:
+def _gpt_image(name: str, prices: _Prices, *, size_rule: SizeRule | None = None) -> Profile:
     return Profile(
         name=name,
         family="gpt-image",

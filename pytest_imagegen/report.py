@@ -109,7 +109,7 @@ def prepare_report(report: pytest.TestReport) -> None:
         return
     plain = _plain(data)
     report.imagegen = plain  # type: ignore[attr-defined]
-    report.user_properties = kept + junit_properties(plain)
+    report.user_properties = [*kept, *junit_properties(plain)]
 
 
 def imagegen_data(report: object) -> dict[str, Any] | None:
@@ -276,7 +276,8 @@ class ReportCollector:
         }
         # Secrets never reach a report, even quoted in a message: the endpoints' configured
         # values and key-shaped text are masked wherever text is written.
-        return _scrub(doc, Redactor.of(self._secrets))
+        scrubbed: dict[str, Any] = _scrub(doc, Redactor.of(self._secrets))
+        return scrubbed
 
     def _endpoint_entry(
         self, name: str, rows: list[tuple[dict[str, Any], _Record]]

@@ -440,7 +440,7 @@ def validate_sdk_types(body: Mapping[str, Any]) -> list[Violation]:
     else:
         return []
     # Union members each report their own error; fold them into one violation per param.
-    by_param: dict[str, list[dict[str, Any]]] = {}
+    by_param: dict[str, list[Any]] = {}
     for err in errors:
         loc = err.get("loc") or ("",)
         param = str(loc[0])

@@ -411,7 +411,9 @@ def _image_request(draw: st.DrawFn, p: Profile, model: str | None) -> dict[str, 
     return body
 
 
-def image_requests(*, profile: Profile | str, model: str | None = None) -> st.SearchStrategy[dict]:
+def image_requests(
+    *, profile: Profile | str, model: str | None = None
+) -> st.SearchStrategy[dict[str, Any]]:
     """Valid ``images.generate`` bodies for ``profile``.
 
     Every draw passes :func:`pytest_imagegen.request_builder.check_request` for the profile
@@ -736,7 +738,7 @@ def invalid_image_requests(
     profile: Profile | str,
     model: str | None = None,
     defects: Collection[str] | None = None,
-) -> st.SearchStrategy[tuple[dict, str]]:
+) -> st.SearchStrategy[tuple[dict[str, Any], str]]:
     """``(body, param)`` pairs: a valid body for ``profile`` with exactly one defect planted,
     and the request parameter a correct rejection names.
 

@@ -162,7 +162,7 @@ class CheckContext:
     ) -> None:
         from pytest_imagegen.config import bind_reference
 
-        self.endpoint = bind_reference(endpoint, reference)  # type: ignore[arg-type]
+        self.endpoint = bind_reference(endpoint, reference)
         self.profile = self.endpoint.profile
         self.reference = reference
         self.budget = budget
@@ -213,8 +213,8 @@ class CheckContext:
     def cheap_params(self) -> dict[str, Any]:
         """The cheapest valid quality and concrete size of the profile (keeps live runs cheap)."""
         profile = self.profile
-        qualities = [q for q in profile.qualities if q != "auto"] or [None]
-        sizes = [s for s in profile.sizes if s != "auto"] or [None]
+        qualities: list[str | None] = [q for q in profile.qualities if q != "auto"] or [None]
+        sizes: list[str | None] = [s for s in profile.sizes if s != "auto"] or [None]
         best: tuple[float, str | None, str | None] | None = None
         for quality in qualities:
             for size in sizes:
@@ -418,7 +418,7 @@ class CheckContext:
 
     def chat(self, model: str, *, client: openai.OpenAI | None = None) -> Call:
         """``POST /chat/completions`` with ``model`` and a one-line message."""
-        body = {
+        body: dict[str, Any] = {
             "model": model,
             "messages": [{"role": "user", "content": "Reply with the word OK."}],
             "max_completion_tokens": 16,

@@ -244,9 +244,9 @@ def _read_body(environ: Mapping[str, Any]) -> bytes:
             size = int(length)
         except ValueError:
             return b""
-        return stream.read(min(max(size, 0), _MAX_BODY))
+        return bytes(stream.read(min(max(size, 0), _MAX_BODY)))
     if environ.get("wsgi.input_terminated"):
-        return stream.read(_MAX_BODY)
+        return bytes(stream.read(_MAX_BODY))
     return b""
 
 

@@ -284,7 +284,7 @@ class FaultScript:
         return f"FaultScript({list(self)!r})"
 
 
-class DefectSet(set):
+class DefectSet(set[str]):
     """A ``set`` of defect names that refuses unknown names."""
 
     def __init__(self, names: Iterable[str] = ()) -> None:
