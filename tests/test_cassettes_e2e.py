@@ -47,8 +47,10 @@ HYPOTHESIS_CHECKS = frozenset(
     {"request_shape.valid_requests_succeed", "request_shape.invalid_requests_refused"}
 )
 #: The checks that run under a cassette (the others send nothing or need live faults).
-RECORDED = frozenset(c.id for c in REGISTRY.values() if c.sends_requests and not c.needs_faults)
-FAULTS = frozenset(c.id for c in REGISTRY.values() if c.needs_faults)
+# The checks of a run against an endpoint without an upstream (no gateway checks).
+PLAIN = {k: v for k, v in REGISTRY.items() if not v.needs_upstream}
+RECORDED = frozenset(c.id for c in PLAIN.values() if c.sends_requests and not c.needs_faults)
+FAULTS = frozenset(c.id for c in PLAIN.values() if c.needs_faults)
 SUITE_FOLDER = Path("reference") / "conformance"
 RUN_TIMEOUT_S = 180
 
@@ -243,7 +245,7 @@ def serial(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     report = _report(project / "record.json")
-    assert set(report) == set(REGISTRY)
+    assert set(report) == set(PLAIN)
     assert {c for c, s in _statuses(report).items() if s == "recorded"} == RECORDED
     assert _probe_lines(out, "outbound.jsonl") == []
     yield project / "recorded"
@@ -287,7 +289,7 @@ def test_recording_is_small_secret_free_and_replays_without_reaching_the_server(
         "--imagegen-report=replay.json",
         timeout=RUN_TIMEOUT_S,
     )
-    result.assert_outcomes(passed=len(REGISTRY))
+    result.assert_outcomes(passed=len(PLAIN))
     report = _report(pytester.path / "replay.json")
     statuses = _statuses(report)
     assert {statuses[c] for c in RECORDED} == {"replayed"}, statuses
@@ -337,7 +339,7 @@ def test_request_the_cassette_lacks_goes_live_to_the_reference_endpoint(
         "--imagegen-report=replay.json",
         timeout=RUN_TIMEOUT_S,
     )
-    result.assert_outcomes(passed=2, deselected=len(REGISTRY) - 2)
+    result.assert_outcomes(passed=2, deselected=len(PLAIN) - 2)
     statuses = _statuses(_report(pytester.path / "replay.json"))
     assert statuses == {
         # The recorded body, edited prompt and all, is what the check sent.
@@ -372,7 +374,7 @@ def test_four_workers_recording_new_episodes_lose_no_interaction(
         "--imagegen-report=record.json",
         timeout=RUN_TIMEOUT_S,
     )
-    record.assert_outcomes(passed=len(REGISTRY))
+    record.assert_outcomes(passed=len(PLAIN))
     parallel = pytester.path / "parallel"
     statuses = _statuses(_report(pytester.path / "record.json"))
     assert {c for c, s in statuses.items() if s == "recorded"} == RECORDED
@@ -395,7 +397,7 @@ def test_four_workers_recording_new_episodes_lose_no_interaction(
         "--imagegen-report=replay.json",
         timeout=RUN_TIMEOUT_S,
     )
-    replay.assert_outcomes(passed=len(REGISTRY))
+    replay.assert_outcomes(passed=len(PLAIN))
     _assert_replayed_offline(pytester.path / "replay.json", out)
 
 
@@ -417,7 +419,7 @@ def test_corrupt_cassette_fails_naming_the_file_and_is_left_untouched(
         OPTION, "-k", "schema", f"--imagegen-record-mode={mode}", "-p", "no:cacheprovider"
     )
     # The cassette is opened when the check's context is set up: an error at setup.
-    result.assert_outcomes(errors=1, deselected=len(REGISTRY) - 1)
+    result.assert_outcomes(errors=1, deselected=len(PLAIN) - 1)
     result.stdout.fnmatch_lines(
         [f"*Cassette {path} is corrupt or truncated: *. Delete it and record it again*"]
     )
@@ -452,7 +454,7 @@ def test_missing_cassette_of_a_remote_endpoint_names_file_and_command_and_sends_
         "no:cacheprovider",
     )
     # Each fails once, with the message (no second error when the cassette closes).
-    result.assert_outcomes(failed=2, deselected=len(REGISTRY) - 2)
+    result.assert_outcomes(failed=2, deselected=len(PLAIN) - 2)
     for check in picked:
         path = cassette_path(pytester.path / "cassettes", "faraway", "conformance", check)
         result.stdout.fnmatch_lines([f"*No cassette at {path}*"])
@@ -485,13 +487,13 @@ def test_remote_endpoint_replays_offline_and_an_unmatched_request_fails_with_a_d
     args = ("-k", "image_call_carries_image_model", "-p", "imagegen_e2e_probe")
 
     replay = pytester.runpytest(*args, OPTION, "-p", "no:cacheprovider")
-    replay.assert_outcomes(passed=1, deselected=len(REGISTRY) - 1)
+    replay.assert_outcomes(passed=1, deselected=len(PLAIN) - 1)
 
     body = json.loads(read_cassette(path)[0]["request"]["body"])
     altered = path.read_text().replace(body["prompt"], "a prompt of another version")
     path.write_text(altered)
     strict = pytester.runpytest(*args, OPTION, "-p", "no:cacheprovider")
-    strict.assert_outcomes(failed=1, deselected=len(REGISTRY) - 1)
+    strict.assert_outcomes(failed=1, deselected=len(PLAIN) - 1)
     strict.stdout.fnmatch_lines(
         [
             f"*Cassette {path} has no recording left for POST /v1/images/generations*",
@@ -528,7 +530,7 @@ def test_the_committed_cassettes_of_this_repo_replay(
         "--imagegen-report=replay.json",
         timeout=RUN_TIMEOUT_S,
     )
-    result.assert_outcomes(passed=len(REGISTRY))
+    result.assert_outcomes(passed=len(PLAIN))
     _assert_replayed_offline(pytester.path / "replay.json", out)
     assert json.loads((pytester.path / "replay.json").read_text())["unused_cassettes"] == []
     for path in committed.rglob("*"):
