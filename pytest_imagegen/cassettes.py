@@ -43,9 +43,11 @@ import json
 import re
 import socket
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -205,6 +207,11 @@ class CassetteSession:
     live: int = 0
     unused: tuple[str, ...] = ()
     error: CassetteError | None = field(default=None, repr=False)
+    #: One entry per replayed answer, in play order: what the recording says about it,
+    #: ``{"latency_s": 1.49, "recorded_at": "2026-11-30T10:00:00+00:00"}`` (None values in
+    #: cassettes recorded before latencies were kept). A replay's own timings say nothing
+    #: about the endpoint; these do.
+    plays: list[dict[str, Any]] = field(default_factory=list, repr=False)
     _cassette: ImagegenCassette | None = field(default=None, repr=False, compare=False)
 
     def will_replay(self, request: Any) -> bool:
@@ -295,6 +302,18 @@ class YamlSerializer:
         for number, interaction in enumerate(document["interactions"], 1):
             _check_interaction(number, interaction)
         return document
+
+
+def _seconds(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if value >= 0 else None
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, datetime):  # YAML may read an unquoted timestamp as one
+        return value.isoformat(timespec="seconds")
+    return str(value) if value is not None else None
 
 
 def _check_interaction(number: int, interaction: Any) -> None:
@@ -547,6 +566,8 @@ class ImagegenCassette(Cassette):  # type: ignore[misc]  # vcrpy has no type inf
             return False
         if self.write_protected:
             raise self._session._fail(CassetteError(self._no_match_message(key)))
+        # The request goes out now: ``append`` measures its live latency from here.
+        request._imagegen_sent_at = time.perf_counter()
         return False
 
     def play_response(self, request: Request) -> dict[str, Any]:
@@ -558,9 +579,17 @@ class ImagegenCassette(Cassette):  # type: ignore[misc]  # vcrpy has no type inf
                 )
             index = request._imagegen_reserved
         del request._imagegen_reserved
+        response: dict[str, Any] = self.data[index][1]
+        found = response.get("imagegen") if isinstance(response, dict) else None
+        facts: dict[str, Any] = found if isinstance(found, dict) else {}
         with self._lock:
             self._session.played += 1
-        response: dict[str, Any] = self.data[index][1]
+            self._session.plays.append(
+                {
+                    "latency_s": _seconds(facts.get("latency_s")),
+                    "recorded_at": _text(facts.get("recorded_at")),
+                }
+            )
         return response
 
     def _responses(self, request: Request) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -579,6 +608,14 @@ class ImagegenCassette(Cassette):  # type: ignore[misc]  # vcrpy has no type inf
             return
         scrubbed, key = self._prepare(request)
         stored = self._scrubber.for_headers(request.headers).response(response)
+        sent_at = getattr(request, "_imagegen_sent_at", None)
+        # The live latency and the date travel with the answer, so a replay months later
+        # can still report how fast the endpoint was, and when.
+        facts = dict(stored.get("imagegen") or {})
+        if sent_at is not None:
+            facts["latency_s"] = round(time.perf_counter() - sent_at, 4)
+        facts["recorded_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        stored = {**stored, "imagegen": facts}
         with self._lock:
             self.data.append((scrubbed, stored))
             self._keys.append(key)
@@ -1035,10 +1072,14 @@ def recorded_requests(cassette: CassetteUse) -> list[dict[str, Any]] | None:
     return bodies
 
 
-def unused_in_folders(used: Iterable[Path | str]) -> list[Path]:
-    """Cassettes that no test used, in the folders (``<endpoint>/<module>``) of those used."""
-    used_paths = [Path(p) for p in used]
-    unused: list[Path] = []
-    for folder in sorted({p.parent for p in used_paths}):
-        unused.extend(find_unused_cassettes(folder, used_paths))
-    return unused
+def unused_in_folders(
+    used: Iterable[Path | str], *, unplayed: Iterable[Path | str] = ()
+) -> list[Path]:
+    """Cassettes that no test used, in the folders (``<endpoint>/<module>``) of those used,
+    and the existing ``unplayed`` ones (named by a test that played nothing from them)."""
+    idle = {Path(p) for p in unplayed}
+    used_paths = [Path(p) for p in used if Path(p) not in idle]
+    unused = {p for p in idle if p.is_file()}
+    for folder in sorted({p.parent for p in (*used_paths, *idle)}):
+        unused.update(find_unused_cassettes(folder, used_paths))
+    return sorted(unused)

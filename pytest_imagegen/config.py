@@ -23,6 +23,7 @@ from pytest_imagegen.names import (
     LIVE_RECORD_MODES,
     RECORD_MODES,
 )
+from pytest_imagegen.ratings import DEFAULT_THRESHOLDS, describe_thresholds, threshold_problem
 from pytest_imagegen.redact import Redactor, is_secret_name, looks_like_key
 
 if sys.version_info >= (3, 11):
@@ -579,6 +580,17 @@ class ReferenceConfig(_FileModel):
     defects: list[str] | None = None  # deliberate misbehaviours (suite-strength tests)
 
 
+class RatingsConfig(_FileModel):
+    """``[tool.imagegen.ratings]``: the thresholds of the report's three ratings
+    (:mod:`pytest_imagegen.ratings`), four each: excellent, good, acceptable, poor."""
+
+    model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
+
+    response_time_s: list[float] | None = None
+    success_rate: list[float] | None = None
+    cost_per_image_usd: list[float] | None = None
+
+
 class FileConfig(_FileModel):
     """The ``[tool.imagegen]`` table (or the top level of a file given by --imagegen-config)."""
 
@@ -589,6 +601,7 @@ class FileConfig(_FileModel):
     endpoints: list[EndpointConfig] | None = None
     profiles: dict[str, CustomProfileConfig] | None = None
     reference: ReferenceConfig | None = None
+    ratings: RatingsConfig | None = None
 
 
 # --------------------------------------------------------------------------------------
@@ -750,6 +763,10 @@ class Settings:
     custom_profiles: Mapping[str, Profile] = field(default_factory=dict)
     # ``[tool.imagegen.reference]`` keys that were set (``latency``, ``defects``), or None.
     reference: Mapping[str, Any] | None = None
+    # The report's rating thresholds, by ``pytest_imagegen.ratings`` key (defaults filled in).
+    ratings: Mapping[str, tuple[float, ...]] = field(
+        default_factory=lambda: dict(DEFAULT_THRESHOLDS)
+    )
 
     def selected_endpoints(self) -> tuple[Endpoint, ...]:
         """The endpoints picked with --imagegen-endpoint (all of them when none was)."""
@@ -821,6 +838,14 @@ class Settings:
                     attr = key[len(prefix) + 1 :]
                     if attr != "parent":
                         rows.append((key, _show(getattr(profile, attr, None)), source))
+        for key, values in self.ratings.items():
+            rows.append(
+                (
+                    f"ratings.{key}",
+                    describe_thresholds(key, values),
+                    src.get(f"ratings.{key}", SOURCE_DEFAULT),
+                )
+            )
         for ep in self.endpoints:
             rows.extend(_describe_endpoint(ep))
         return rows
@@ -1229,6 +1254,7 @@ def load_settings(
 
     problems = _Problems()
     custom, custom_sources = _custom_profiles(file_cfg, src, problems, profiles_mod)
+    ratings, ratings_sources = _ratings(file_cfg, src, problems)
     problems.raise_if_any()
 
     # ---- top-level settings
@@ -1327,6 +1353,7 @@ def load_settings(
         for key, source in endpoint.sources.items():
             sources[f"endpoints.{endpoint.name}.{key}"] = source
     sources.update(custom_sources)
+    sources.update(ratings_sources)
     report = top.get("report")
     return Settings(
         cassette_dir=_under(rootdir, top["cassette_dir"]),
@@ -1341,7 +1368,26 @@ def load_settings(
         reference=(
             file_cfg.reference.model_dump(exclude_none=True) if file_cfg.reference else None
         ),
+        ratings=ratings,
     )
+
+
+def _ratings(
+    file_cfg: FileConfig, src: _Source | None, problems: _Problems
+) -> tuple[dict[str, tuple[float, ...]], dict[str, str]]:
+    """The rating thresholds: the file's, checked, over the defaults."""
+    ratings = dict(DEFAULT_THRESHOLDS)
+    sources: dict[str, str] = {}
+    given = file_cfg.ratings.model_dump(exclude_none=True) if file_cfg.ratings else {}
+    where = f"[{src.table('ratings')}] in {src.path}" if src is not None else "[ratings]"
+    for key, values in given.items():
+        problem = threshold_problem(key, values)
+        if problem:
+            problems.add(f"ratings.{key} ({where}): {problem}")
+            continue
+        ratings[key] = tuple(float(v) for v in values)
+        sources[f"ratings.{key}"] = SOURCE_FILE
+    return ratings, sources
 
 
 def _under(rootdir: Path, value: str | Path) -> Path:

@@ -4,10 +4,13 @@ and the ratings of DESIGN.md."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
-#: Upper bounds (seconds, inclusive) of the latency ratings of DESIGN.md, judged on p50.
-RATINGS = (("excellent", 3.0), ("good", 8.0), ("acceptable", 15.0))
+from pytest_imagegen.ratings import LEVELS, RESPONSE_TIME, rate
+
+#: Upper bounds (seconds, inclusive) of the default response-time ratings, judged on p50
+#: (``[tool.imagegen.ratings] response_time_s`` changes them; beyond the last: unacceptable).
+RATINGS = tuple(zip(LEVELS, RESPONSE_TIME.default, strict=True))
 POOR = "poor"
 
 
@@ -25,11 +28,7 @@ def percentile(values: Iterable[float], pct: float) -> float | None:
     return ordered[min(rank, len(ordered)) - 1]
 
 
-def rating(p50_s: float | None) -> str | None:
-    """The latency rating of DESIGN.md for a median latency; None without samples."""
-    if p50_s is None:
-        return None
-    for name, limit in RATINGS:
-        if p50_s <= limit:
-            return name
-    return POOR
+def rating(p50_s: float | None, thresholds: Sequence[float] | None = None) -> str | None:
+    """The response-time rating of a median latency (the default thresholds unless given);
+    None without samples."""
+    return rate(RESPONSE_TIME.key, p50_s, thresholds)

@@ -168,11 +168,17 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             data["outcome"] = "warned"  # passed with DeviationWarnings
         if report.failed and call.excinfo is not None:
             from pytest_imagegen.classify import diagnosis_of
+            from pytest_imagegen.errors import ConformanceFailure
+            from pytest_imagegen.report import note_failure
 
-            diagnosis = diagnosis_of(call.excinfo.value)
-            if diagnosis is not None:
-                data["category"] = diagnosis.category
-                data["hint"] = diagnosis.hint
+            check = getattr(item, "imagegen_check", None)
+            error = call.excinfo.value
+            note_failure(
+                data,
+                diagnosis_of(error),
+                expected=check.summary if check is not None else None,
+                seen=str(error) if isinstance(error, ConformanceFailure) else None,
+            )
     from pytest_imagegen.report import prepare_report, redact_failure
 
     state = run_state(item.config)
@@ -211,6 +217,15 @@ class _Reporting:
 
     def __init__(self, state: RunState) -> None:
         self.state = state
+        self.total = 0
+        self.progress: Any = None
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self.total = len(session.items)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: Sequence[str]) -> None:
+        self.total = max(self.total, len(ids))  # every worker collects the whole run
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         from pytest_imagegen.testdata import PROPERTY
@@ -222,8 +237,41 @@ class _Reporting:
             from pytest_imagegen.report import collector_for
 
             workers = getattr(state.config.option, "numprocesses", None)
-            state.collector = collector_for(state.settings_or_none(), workers=workers)
+            state.collector = collector_for(
+                state.settings_or_none(),
+                workers=workers,
+                reference_options=state.reference_options_or_none(),
+            )
         state.collector.add(report)
+        self._progress(report)
+
+    def pytest_warning_recorded(self, warning_message: Any, nodeid: str) -> None:
+        # A DeviationWarning makes its (passing) test "warned" in the reports.
+        from pytest_imagegen.verdict import DeviationWarning
+
+        collector = self.state.collector
+        if (
+            nodeid
+            and collector is not None
+            and issubclass(warning_message.category, DeviationWarning)
+        ):
+            collector.warn(nodeid, str(warning_message.message))
+
+    def _progress(self, report: pytest.TestReport) -> None:
+        """A progress line now and then while live requests go out (see progress.py)."""
+        import os
+
+        from pytest_imagegen.progress import Progress, every_s
+        from pytest_imagegen.report import imagegen_data
+
+        if self.progress is None:
+            self.progress = Progress(total=self.total, every=every_s(os.environ))
+        self.progress.total = self.total
+        self.progress.add(report.nodeid, imagegen_data(report), finished=report.when == "teardown")
+        line = self.progress.line()
+        reporter = self.state.config.pluginmanager.get_plugin("terminalreporter")
+        if line is not None and reporter is not None and self.state.config.get_verbosity() > -2:
+            reporter.write_line(line)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -238,8 +286,14 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if not state.narrowed():
         from pytest_imagegen.cassettes import unused_in_folders
 
-        used = [t["cassette"] for t in state.collector.summary()["tests"] if t.get("cassette")]
-        state.collector.unused_cassettes = [str(p) for p in unused_in_folders(used)]
+        tests = state.collector.summary()["tests"]
+        used = [t["cassette"] for t in tests if t.get("cassette")]
+        # A cassette its test did not play (the test skipped before sending) is as unused as
+        # one no test names: both are listed.
+        unplayed = [t["cassette"] for t in tests if t.get("cassette_status") == "unused"]
+        state.collector.unused_cassettes = [
+            str(p) for p in unused_in_folders(used, unplayed=unplayed)
+        ]
     if settings.report is not None:
         state.report_path = state.collector.write(settings.report)
 
@@ -248,7 +302,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     state = run_state(config)
     if state.is_worker or state.collector is None:
         return
-    lines = state.collector.terminal_lines()
+    lines = state.collector.terminal_lines(config.get_verbosity())
     if lines or state.report_path:
         terminalreporter.section("imagegen")
         for line in lines:
@@ -412,7 +466,7 @@ def _client_hooks(
         on_cost=cost_adder(data),
         replayed=cassette.replayed_counter(),
     )
-    for added in (measuring_hooks(data), traffic.event_hooks()):
+    for added in (measuring_hooks(data, cassette.session.plays), traffic.event_hooks()):
         for event, functions in added.items():
             hooks[event].extend(functions)
     return hooks
@@ -501,7 +555,8 @@ def _imagegen_check_context(
     reference = request.getfixturevalue("imagegen_reference") if endpoint.is_reference else None
     gateway = endpoint.upstream is not None
     with ExitStack() as stack:
-        is_live = replayed = recorded = cassette = tap = None
+        is_live = replayed = recorded = cassette = tap = plays = None
+        replaying = False
         # Checks with scripted faults talk to the reference server directly: a stall cannot
         # be recorded, and what they test is the live behaviour. Through a gateway they are
         # recorded like the others, with what the upstream received next to the cassette.
@@ -513,6 +568,8 @@ def _imagegen_check_context(
             # Checks that draw their requests replay the recorded ones: new draws depend on
             # the hypothesis release and on the local modules imported.
             recorded = recorded_requests(cassette)
+            plays = cassette.session.plays
+            replaying = cassette.policy == "replay" and cassette.session.path.exists()
         if gateway:
             from pytest_imagegen.errors import ConfigError
             from pytest_imagegen.upstream import upstream_side
@@ -535,10 +592,15 @@ def _imagegen_check_context(
             data=item_data(item),
             recorded_requests=recorded,
             upstream_tap=tap,
+            plays=plays,
+            replaying=replaying,
             transport=_imagegen_pools.transport(bind_reference(endpoint, reference)),
         )
         stack.callback(ctx.close)
         yield ctx
+        if item.stash.get(_CALL_ERROR, None) is not None:
+            # The evidence behind a failure: what was sent and what came back.
+            ctx.data["exchanges"] = ctx.exchanges()
 
 
 @pytest.fixture(scope="session")

@@ -33,10 +33,27 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pytest_imagegen import ratings as _ratings
 from pytest_imagegen._files import atomic_write
-from pytest_imagegen.checks.registry import AREAS as CHECK_AREAS
 from pytest_imagegen.latency import percentile, rating
 from pytest_imagegen.redact import Redactor
+from pytest_imagegen.report_format import (
+    AREAS,
+    PROBLEM_CLASSES,
+    TEST_OUTCOMES,
+)
+from pytest_imagegen.report_format import (
+    cell_text as _cell_text,
+)
+from pytest_imagegen.report_format import (
+    counts_text as _counts_text,
+)
+from pytest_imagegen.report_format import (
+    seconds as _seconds,
+)
+from pytest_imagegen.report_format import (
+    usd as _usd,
+)
 from pytest_imagegen.testdata import PROPERTY, is_data_entry
 
 if TYPE_CHECKING:
@@ -45,16 +62,20 @@ if TYPE_CHECKING:
     from pytest_imagegen.config import Settings
 
 SCHEMA = "pytest-imagegen/report"
-SCHEMA_VERSION = 1
+#: 2: verdicts, problem classes, the three ratings, recorded latencies, cost advice and the
+#: evidence of each failure (see docs/reports.md).
+SCHEMA_VERSION = 2
 
-#: Matrix columns: the suite's areas, then "other" for user tests marked ``imagegen``.
-AREAS = (*CHECK_AREAS, "other")
+#: What pytest reports.
 OUTCOMES = ("passed", "failed", "skipped")
+#: The problem class of a failure no error category explains, by the area of its check.
+_AREA_PROBLEM_CLASS = {"efficiency": "efficiency", "cost": "cost"}
+
 
 #: The endpoint key for tests that name none (a user test marked ``imagegen`` alone).
 NO_ENDPOINT = "(none)"
 
-WIDTH = 100  # the terminal summary is laid out for 100 columns
+WIDTH = 80  # the terminal summary fits an 80-column terminal
 _MESSAGE_MAX = 2000  # characters of a failure message kept in the JSON report
 
 _B64 = re.compile(r"^[A-Za-z0-9+/]*={0,2}$")
@@ -71,6 +92,43 @@ def mask_secrets(text: str, secrets: Iterable[str] = ()) -> str:
     return Redactor.of(secrets).message(text)
 
 
+def note_failure(
+    data: dict[str, Any],
+    diagnosis: Any,
+    *,
+    expected: str | None = None,
+    seen: str | None = None,
+) -> None:
+    """Fill a failed test's ``category``, ``problem_class``, ``hint`` and ``expected``.
+
+    What the check said (``data["failure"]``: ``category``, ``fix``, ``expected``) comes
+    first; then the diagnosis of the endpoint's error. The hint is the fix on the endpoint
+    when the check named one, else the diagnosis's advice.
+    """
+    from pytest_imagegen.errors import PROBLEM_CLASS
+
+    given = data.get("failure")
+    failure: Mapping[str, Any] = given if isinstance(given, dict) else {}
+    category = _text(
+        failure.get("category") or (diagnosis.category if diagnosis is not None else None)
+    )
+    data["category"] = category
+    area = _text(data.get("area")) or ""
+    data["problem_class"] = (
+        PROBLEM_CLASS[category]
+        if category is not None and category in PROBLEM_CLASS
+        else _AREA_PROBLEM_CLASS.get(area, "technical")
+    )
+    if category is None and area in _AREA_PROBLEM_CLASS:
+        data["problem_class"] = _AREA_PROBLEM_CLASS[area]
+    hint = failure.get("fix") or (diagnosis.hint if diagnosis is not None else None)
+    data["hint"] = hint
+    data["expected"] = failure.get("expected") or (expected or "").replace("``", "`") or None
+    if seen:
+        # What the check saw, without the expectation and fix the terminal adds to it.
+        data["seen"] = seen
+
+
 def junit_properties(data: Mapping[str, Any]) -> list[tuple[str, str]]:
     """The flat JUnit properties of one test's data; empty strings for unknown values.
 
@@ -83,6 +141,8 @@ def junit_properties(data: Mapping[str, Any]) -> list[tuple[str, str]]:
         ("imagegen_endpoint", _text(data.get("endpoint")) or ""),
         ("imagegen_check", _text(data.get("check")) or ""),
         ("imagegen_category", _text(data.get("category")) or ""),
+        ("imagegen_problem_class", _text(data.get("problem_class")) or ""),
+        ("imagegen_hint", _clip(_text(data.get("hint")) or "", 500)),
         ("imagegen_latency_s", f"{max(latencies):.3f}" if latencies else ""),
         ("imagegen_cost_usd", f"{cost:.6f}" if cost is not None else ""),
     ]
@@ -142,8 +202,15 @@ def redact_failure(report: pytest.TestReport, settings: Settings | None) -> None
         report.longrepr = Redactor.of(secrets).message(text)
 
 
-def collector_for(settings: Settings | None, *, workers: int | None) -> ReportCollector:
-    """The collector of a run with these settings (None: the settings are invalid)."""
+def collector_for(
+    settings: Settings | None,
+    *,
+    workers: int | None,
+    reference_options: Mapping[str, Any] | None = None,
+) -> ReportCollector:
+    """The collector of a run with these settings (None: the settings are invalid);
+    ``reference_options`` are the embedded reference server's (its latency and defects are
+    settings too)."""
     import pytest
 
     from pytest_imagegen import __version__
@@ -153,15 +220,61 @@ def collector_for(settings: Settings | None, *, workers: int | None) -> ReportCo
         "pytest_imagegen": __version__,
         "workers": workers or 0,
     }
-    if settings is not None:
-        run_info["record_mode"] = settings.record_mode
+    if settings is None:
+        return ReportCollector(run_info=run_info)
+    run_info["record_mode"] = settings.record_mode
+    rows = settings.describe()
+    reproduce_env: dict[str, str] = {}
+    if reference_options is not None and any(e.is_reference for e in settings.endpoints):
+        reference_rows, reproduce_env = _reference_rows(settings, reference_options)
+        rows.extend(reference_rows)
     return ReportCollector(
-        settings_rows=settings.describe() if settings is not None else (),
+        settings_rows=rows,
         run_info=run_info,
-        deadlines={e.name: e.deadline_s for e in settings.endpoints} if settings else None,
+        deadlines={e.name: e.deadline_s for e in settings.endpoints},
         # The endpoints' keys and configured header values are masked wherever they appear.
-        secrets=[v for e in settings.endpoints for v in e.secrets] if settings else (),
+        secrets=[v for e in settings.endpoints for v in e.secrets],
+        endpoints={e.name: e for e in settings.endpoints},
+        thresholds=settings.ratings,
+        custom_profiles=settings.custom_profiles,
+        reproduce_env=reproduce_env,
     )
+
+
+def _reference_rows(
+    settings: Settings, options: Mapping[str, Any]
+) -> tuple[list[tuple[str, str, str]], dict[str, str]]:
+    """Settings rows for the embedded reference server's latency and defects, with where
+    each came from, and the variables that make a reproducing command use the same ones."""
+    import os
+
+    from pytest_imagegen.config import SOURCE_DEFAULT, SOURCE_FILE
+    from pytest_imagegen.names import ENV_REFERENCE_DEFECTS, ENV_REFERENCE_LATENCY
+
+    configured = dict(settings.reference or {})
+    rows = []
+    env: dict[str, str] = {}
+    for key, var in (("latency", ENV_REFERENCE_LATENCY), ("defects", ENV_REFERENCE_DEFECTS)):
+        if (os.environ.get(var) or "").strip():
+            source = f"environment {var}"
+        elif configured.get(key) is not None:
+            source = SOURCE_FILE
+        else:
+            source = SOURCE_DEFAULT
+        value = options.get(key)
+        if key == "latency":
+            shown = ", ".join(f"{q}={s:g} s" for q, s in dict(value).items()) if value else "0 s"
+            if value and any(dict(value).values()):
+                env[var] = ",".join(f"{q}={s:g}" for q, s in dict(value).items())
+        else:
+            shown = ", ".join(value) if value else "(none)"
+            if value:
+                env[var] = ",".join(value)
+        rows.append((f"reference.{key}", shown, source))
+    if env and settings.sources.get("cassette_dir", "").startswith("environment"):
+        # The same server misbehaviour only shows with the same cassettes (or none).
+        env["IMAGEGEN_CASSETTE_DIR"] = str(settings.cassette_dir)
+    return rows, env
 
 
 @dataclass
@@ -181,8 +294,13 @@ class ReportCollector:
     ``settings_rows`` are ``Settings.describe()`` rows ``(key, value, source)``;
     ``run_info`` free-form facts about the run (pytest version, workers, ...);
     ``deadlines`` endpoint name -> ``deadline_s``, to judge each endpoint's p95 against;
-    ``secrets`` literal values (``Endpoint.secrets``) masked wherever they would appear.
-    The plugin may fill :attr:`unused_cassettes` before the summary is rendered.
+    ``secrets`` literal values (``Endpoint.secrets``) masked wherever they would appear;
+    ``endpoints`` the resolved ``Endpoint`` objects by name (for the commands that reproduce
+    a failure and the cost advice); ``thresholds`` the rating thresholds by
+    :mod:`pytest_imagegen.ratings` key; ``custom_profiles`` the user's profiles (to price a
+    fallback model); ``reproduce_env`` variables a reproducing command must set (the
+    reference server's defects). The plugin may fill :attr:`unused_cassettes` before the
+    summary is rendered.
     """
 
     def __init__(
@@ -192,13 +310,27 @@ class ReportCollector:
         run_info: Mapping[str, Any] | None = None,
         deadlines: Mapping[str, float] | None = None,
         secrets: Iterable[str] = (),
+        endpoints: Mapping[str, Any] | None = None,
+        thresholds: Mapping[str, Sequence[float]] | None = None,
+        custom_profiles: Mapping[str, Any] | None = None,
+        reproduce_env: Mapping[str, str] | None = None,
     ) -> None:
         self.settings_rows = [tuple(row) for row in settings_rows]
         self.run_info = dict(run_info or {})
         self.deadlines = dict(deadlines or {})
+        self.endpoints = dict(endpoints or {})
+        self.thresholds = {**_ratings.DEFAULT_THRESHOLDS, **dict(thresholds or {})}
+        self.custom_profiles = dict(custom_profiles or {})
+        self.reproduce_env = dict(reproduce_env or {})
         self.unused_cassettes: list[str] = []
         self._secrets = tuple(s for s in secrets if s)
         self._records: dict[str, _Record] = {}
+        self._warnings: dict[str, list[str]] = {}
+
+    def warn(self, nodeid: str, message: str) -> None:
+        """Note a ``DeviationWarning`` a test raised: a test that passed becomes ``warned``
+        (call it from ``pytest_warning_recorded`` on the controller)."""
+        self._warnings.setdefault(nodeid, []).append(message)
 
     def add(self, report: pytest.TestReport) -> None:
         """Take one ``TestReport``; call it from ``pytest_runtest_logreport`` on the
@@ -235,12 +367,12 @@ class ReportCollector:
             record.message = _message(report)
 
     def summary(self) -> dict[str, Any]:
-        """The JSON report document (schema ``pytest-imagegen/report``, version 1)."""
+        """The JSON report document (schema ``pytest-imagegen/report``, version 2)."""
         records = sorted(
             (r for r in self._records.values() if r.outcome is not None),
             key=lambda r: r.nodeid,
         )
-        pairs = [(_test_entry(r), r) for r in records]
+        pairs = [(self._test_entry(r), r) for r in records]
         tests = [test for test, _ in pairs]
         endpoints: dict[str, dict[str, Any]] = {}
         by_endpoint: dict[str, list[tuple[dict[str, Any], _Record]]] = {}
@@ -248,18 +380,20 @@ class ReportCollector:
             by_endpoint.setdefault(test["endpoint"] or NO_ENDPOINT, []).append((test, record))
         for name in sorted(by_endpoint):
             endpoints[name] = self._endpoint_entry(name, by_endpoint[name])
-        counts = {o: sum(t["outcome"] == o for t in tests) for o in OUTCOMES}
+        counts = {o: sum(t["outcome"] == o for t in tests) for o in TEST_OUTCOMES}
         attempts = sum(e["attempts"] for e in endpoints.values())
         successes = sum(e["successes"] for e in endpoints.values())
         doc = {
             "schema": SCHEMA,
             "schema_version": SCHEMA_VERSION,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "verdict": _verdict(counts),
             "settings": [
                 {"key": _text(k), "value": _text(v), "source": _text(s)}
                 for k, v, s in map(_row3, self.settings_rows)
             ],
             "run": _plain(self.run_info),
+            "thresholds": {k: list(v) for k, v in self.thresholds.items()},
             "endpoints": endpoints,
             "tests": tests,
             "unused_cassettes": sorted(str(p) for p in self.unused_cassettes),
@@ -282,14 +416,27 @@ class ReportCollector:
     def _endpoint_entry(
         self, name: str, rows: list[tuple[dict[str, Any], _Record]]
     ) -> dict[str, Any]:
-        areas = {area: dict.fromkeys(OUTCOMES, 0) for area in AREAS}
+        areas = {area: dict.fromkeys(TEST_OUTCOMES, 0) for area in AREAS}
+        classes = {c: {"failed": 0, "warned": 0} for c in PROBLEM_CLASSES}
         latencies: list[float] = []
+        replays: list[float] = []
+        sources: set[str] = set()
+        recorded_at: list[str] = []
         attempts = successes = 0
         spend = 0.0
         images: list[dict[str, Any]] = []
+        succeeded: list[tuple[str, Mapping[str, Any]]] = []
         for test, record in rows:
             areas[test["area"]][test["outcome"]] += 1
+            if test["outcome"] in ("failed", "warned"):
+                cls = test["problem_class"] if test["problem_class"] in classes else "technical"
+                classes[cls][test["outcome"]] += 1
             latencies.extend(test["latencies_s"])
+            replays.extend(test["replay_latencies_s"])
+            if test["latencies_s"]:
+                sources.add(test["latency_source"])
+            if test["recorded_at"]:
+                recorded_at.append(test["recorded_at"])
             attempts += test["attempts"]
             successes += test["successes"]
             spend += test["cost_usd"]
@@ -298,30 +445,101 @@ class ReportCollector:
                     images.append(
                         {
                             "nodeid": test["nodeid"],
+                            "outcome": test["outcome"],
                             "format": _text(image.get("format")),
                             "size": _text(image.get("size")),
                             "thumb_png_b64": _thumb(image.get("thumb_png_b64")),
                         }
                     )
+            if test["outcome"] in ("passed", "warned"):
+                for params in record.data.get("succeeded_params") or ():
+                    if isinstance(params, Mapping):
+                        succeeded.append((test["nodeid"], params))
+        counts = {o: sum(a[o] for a in areas.values()) for o in TEST_OUTCOMES}
         p50, p95 = percentile(latencies, 50), percentile(latencies, 95)
         deadline = _number(self.deadlines.get(name))
+        rate = _ratio(successes, attempts)
+        advice = self._advice(name, succeeded)
+        per_image = advice["configured"]["cost_per_image_usd"] if advice else None
+        source = sources.pop() if len(sources) == 1 else ("mixed" if sources else None)
+        figures = {
+            _ratings.RESPONSE_TIME.key: p50,
+            _ratings.SUCCESS_RATE.key: rate,
+            _ratings.COST_PER_IMAGE.key: per_image,
+        }
         return {
+            "verdict": _verdict(counts),
+            "counts": counts,
+            "problem_classes": {
+                c: {
+                    **n,
+                    "verdict": "failed" if n["failed"] else "warned" if n["warned"] else "passed",
+                }
+                for c, n in classes.items()
+            },
             "areas": areas,
-            "latency_s": {"p50": p50, "p95": p95, "count": len(latencies)},
+            "latency_s": {
+                "p50": p50,
+                "p95": p95,
+                "count": len(latencies),
+                "source": source,
+                "recorded_at": max(recorded_at) if recorded_at else None,
+            },
+            "replay_s": (
+                {
+                    "p50": percentile(replays, 50),
+                    "p95": percentile(replays, 95),
+                    "count": len(replays),
+                }
+                if replays
+                else None
+            ),
             "deadline_s": deadline,
             "p95_within_deadline": None if p95 is None or deadline is None else p95 <= deadline,
-            "rating": rating(p50),
+            "rating": rating(p50, self.thresholds[_ratings.RESPONSE_TIME.key]),
+            "ratings": {
+                key: {
+                    "value": value,
+                    "level": _ratings.rate(key, value, self.thresholds[key]),
+                    "thresholds": list(self.thresholds[key]),
+                }
+                for key, value in figures.items()
+            },
             "attempts": attempts,
             "successes": successes,
-            "success_rate": _ratio(successes, attempts),
+            "success_rate": rate,
             "estimated_spend_usd": round(spend, 6),
+            "cost_advice": advice,
             "images": images,
         }
 
-    def terminal_lines(self) -> list[str]:
-        """The terminal summary as lines of at most about 100 columns; [] when no test
-        carried imagegen data and no cassette went unused."""
-        return render_terminal(self.summary())
+    def _advice(
+        self, name: str, succeeded: list[tuple[str, Mapping[str, Any]]]
+    ) -> dict[str, Any] | None:
+        endpoint = self.endpoints.get(name)
+        if endpoint is None:
+            return None
+        from pytest_imagegen.advice import cost_advice
+
+        try:
+            return cost_advice(endpoint, succeeded, custom_profiles=self.custom_profiles)
+        except Exception:  # advice is a courtesy: a profile oddity never loses the report
+            return None
+
+    def _test_entry(self, record: _Record) -> dict[str, Any]:
+        test = _test_entry(record, self._warnings.get(record.nodeid, ()))
+        endpoint = self.endpoints.get(test["endpoint"] or "")
+        if test["outcome"] == "failed":
+            test["reproduce"] = reproduce_commands(
+                test, endpoint, self.run_info, self.reproduce_env
+            )
+        return test
+
+    def terminal_lines(self, verbosity: int = 0) -> list[str]:
+        """The terminal summary as lines of at most :data:`WIDTH` columns (see
+        :func:`render_terminal`); [] when no test carried imagegen data and no cassette
+        went unused."""
+        return render_terminal(self.summary(), verbosity)
 
     def write(self, path: Path | str) -> Path:
         """Write the report atomically: HTML for a ``.html``/``.htm`` path, JSON otherwise.
@@ -342,101 +560,180 @@ class ReportCollector:
 # --------------------------------------------------------------------------- rendering
 
 
-def render_terminal(doc: Mapping[str, Any]) -> list[str]:
-    """Plain-text summary of a report document (see :meth:`ReportCollector.summary`)."""
+def render_terminal(doc: Mapping[str, Any], verbosity: int = 0) -> list[str]:
+    """Plain-text summary of a report document (see :meth:`ReportCollector.summary`),
+    within :data:`WIDTH` columns.
+
+    ``verbosity`` is pytest's: ``-qq`` (-2) prints one line per endpoint; ``-q`` (-1) the
+    matrix and the failures; the default adds the verdict, the figures with their ratings,
+    the cost advice and unused cassettes; ``-v`` the settings and the run facts too.
+    """
     tests = doc["tests"]
     if not tests and not doc["unused_cassettes"]:
         return []
-    totals = doc["totals"]
-    lines = [
-        f"{len(doc['endpoints'])} endpoint(s), {totals['tests']} test(s): "
-        f"{totals['passed']} passed, {totals['failed']} failed, {totals['skipped']} skipped; "
-        f"estimated spend {_usd(totals['estimated_spend_usd'])}"
-    ]
-    if doc["settings"]:
-        lines += ["", "settings (value, source):"]
-        rows = [(s["key"], _clip(s["value"], 48), s["source"]) for s in doc["settings"]]
-        lines += _table(rows, indent="  ")
-    if doc["run"]:
-        run = ", ".join(f"{k}={_clip(_text(v) or '', 40)}" for k, v in doc["run"].items())
-        lines += textwrap.wrap(f"run: {run}", WIDTH, subsequent_indent="  ")
-    if doc["endpoints"]:
-        lines += ["", *_terminal_matrix(doc["endpoints"])]
-        lines += ["", *_terminal_stats(doc["endpoints"])]
+    endpoints = doc["endpoints"]
+    if verbosity <= -2:
+        return [_endpoint_line(name, entry) for name, entry in endpoints.items()]
     failures = [t for t in tests if t["outcome"] == "failed"]
+    lines: list[str] = []
+    if verbosity >= 0:
+        lines += _terminal_verdict(doc)
+    if endpoints:
+        lines += ["", *_terminal_matrix(endpoints)] if lines else _terminal_matrix(endpoints)
+    if verbosity >= 0 and endpoints:
+        lines += ["", *_terminal_stats(endpoints)]
+        lines += _terminal_advice(endpoints)
     if failures:
         lines += ["", f"failures ({len(failures)}):"]
         for test in failures:
-            lines.append(f"  FAILED {test['nodeid']}")
-            for label in ("category", "hint", "message"):
-                value = test[label]
-                if label == "message" and value:
-                    value = _clip(value.strip().splitlines()[0] if value.strip() else "", 300)
-                if value:
-                    lines += textwrap.wrap(
-                        f"{label}: {value}",
-                        WIDTH,
-                        initial_indent="      ",
-                        subsequent_indent="        ",
-                        break_on_hyphens=False,
-                    )
-    went_live = [t for t in tests if t.get("cassette_status") in ("live", "partly live")]
-    if went_live:
-        lines += [
-            "",
-            f"went live during replay ({len(went_live)}): requests with no recording left in "
-            "the cassette were sent to the loopback endpoint, and nothing was recorded:",
-        ]
-        for test in went_live:
-            live = test.get("cassette_live") or 0
-            what = f"{test['cassette_status']}" + (f", {live} live request(s)" if live else "")
-            lines.append(f"  {test['nodeid']}: {what}")
-            unplayed = test.get("cassette_unplayed") or []
-            if unplayed:
-                lines.append(f"      recorded but not replayed (edited?): {', '.join(unplayed)}")
-        lines.append(
-            "  re-record them with --imagegen-record-mode=new_episodes (adds what is missing) "
-            "or =all (records them again)"
-        )
-    if doc["unused_cassettes"]:
+            lines += _terminal_failure(test, brief=verbosity < 0)
+    if verbosity >= 0:
+        lines += _terminal_went_live(tests)
+    if verbosity >= 0 and doc["unused_cassettes"]:
         lines += [
             "",
             f"unused cassettes ({len(doc['unused_cassettes'])}): no test replayed them; "
             "delete them or re-record:",
         ]
         lines += [f"  {p}" for p in doc["unused_cassettes"]]
+    if verbosity >= 1:
+        if doc["settings"]:
+            lines += ["", "settings (value, source):"]
+            for row in doc["settings"]:
+                lines += _wrap(f"{row['key']} = {row['value']}  ({row['source']})", "  ", "      ")
+        if doc["run"]:
+            run = ", ".join(f"{k}={_clip(_text(v) or '', 40)}" for k, v in doc["run"].items())
+            lines += _wrap(f"run: {run}", "", "  ")
     return lines
 
 
-def _shown_areas(endpoints: Mapping[str, Any]) -> tuple[str, ...]:
-    """The matrix columns: every area, but ``gateway`` only when a gateway test ran."""
-    return tuple(
-        area
-        for area in AREAS
-        if area != "gateway"
-        or any(sum(entry["areas"][area].values()) for entry in endpoints.values())
+def _terminal_went_live(tests: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Replays that sent requests live to a loopback endpoint: said out loud."""
+    went_live = [t for t in tests if t.get("cassette_status") in ("live", "partly live")]
+    if not went_live:
+        return []
+    lines = [
+        "",
+        *_wrap(
+            f"went live during replay ({len(went_live)}): requests with no recording left in "
+            "the cassette were sent to the loopback endpoint, and nothing was recorded:",
+            "",
+            "  ",
+        ),
+    ]
+    for test in went_live:
+        live = test.get("cassette_live") or 0
+        what = f"{test['cassette_status']}" + (f", {live} live request(s)" if live else "")
+        lines += _wrap(f"{test['nodeid']}: {what}", "  ", "      ")
+        unplayed = test.get("cassette_unplayed") or []
+        if unplayed:
+            lines += _wrap(
+                f"recorded but not replayed (edited?): {', '.join(unplayed)}", "      ", "      "
+            )
+    lines += _wrap(
+        "re-record them with --imagegen-record-mode=new_episodes (adds what is missing) "
+        "or =all (records them again)",
+        "  ",
+        "  ",
     )
+    return lines
+
+
+def _wrap(text: str, first: str, rest: str) -> list[str]:
+    out: list[str] = []
+    for i, paragraph in enumerate(text.splitlines() or [""]):
+        out += textwrap.wrap(
+            paragraph,
+            WIDTH,
+            initial_indent=first if i == 0 else rest,
+            subsequent_indent=rest,
+            break_on_hyphens=False,
+            break_long_words=True,
+        ) or [rest.rstrip()]
+    return out
+
+
+def _class_counts(entry: Mapping[str, Any]) -> str:
+    parts = []
+    for cls, n in entry["problem_classes"].items():
+        bits = [f"{n[o]} {o}" for o in ("failed", "warned") if n[o]]
+        if bits:
+            parts.append(f"{cls} {', '.join(bits)}")
+    return "; ".join(parts)
+
+
+def _endpoint_line(name: str, entry: Mapping[str, Any]) -> str:
+    """One line for ``-qq``: verdict, counts, problem classes and the three ratings."""
+    levels = entry["ratings"]
+    short = {"response_time_s": "time", "success_rate": "success", "cost_per_image_usd": "cost"}
+    rated = [f"{short.get(k, k)} {levels[k]['level']}" for k in levels if levels[k]["level"]]
+    classes = _class_counts(entry)
+    text = f"imagegen {name}: {entry['verdict'].upper()} ({_counts_text(entry['counts'])})"
+    if classes:
+        text += f" [{classes}]"
+    if rated:
+        text += "; " + ", ".join(rated)
+    return text
+
+
+def _terminal_verdict(doc: Mapping[str, Any]) -> list[str]:
+    totals = doc["totals"]
+    lines = [
+        f"verdict: {doc['verdict'].upper()}: {totals['tests']} test(s), "
+        f"{_counts_text(totals)}; estimated spend {_usd(totals['estimated_spend_usd'])}"
+    ]
+    for name, entry in doc["endpoints"].items():
+        classes = _class_counts(entry)
+        text = f"  {name}: {entry['verdict'].upper()} ({_counts_text(entry['counts'])})"
+        lines += _wrap(text + (f"; by problem class: {classes}" if classes else ""), "", "      ")
+    return lines
+
+
+#: Short matrix headings, so that a matrix of every area fits 80 columns.
+_SHORT = {
+    "separation": "separ",
+    "request_shape": "request",
+    "response_shape": "response",
+    "errors": "errors",
+    "fallback": "fallbk",
+    "efficiency": "effic",
+    "cost": "cost",
+    "other": "other",
+}
 
 
 def _terminal_matrix(endpoints: Mapping[str, Any]) -> list[str]:
-    areas = _shown_areas(endpoints)
-    rows = [("endpoint", *areas)]
+    used = [a for a in AREAS if any(sum(e["areas"][a].values()) for e in endpoints.values())]
+    heads = [_SHORT.get(a, a[:8]) for a in used]
+    rows = [("endpoint", *heads)]
     for name, entry in endpoints.items():
-        rows.append((name, *(_cell_text(entry["areas"][area]) for area in areas)))
+        rows.append((name, *(_cell_text(entry["areas"][area]) for area in used)))
+    table = _table(rows)
+    if max(map(len, table)) > WIDTH:
+        # Many areas: one row per area instead.
+        rows = [("area", *endpoints)]
+        for area in used:
+            rows.append((area, *(_cell_text(e["areas"][area]) for e in endpoints.values())))
+        table = _table(rows)
+    legend = ", ".join(f"{h}={a}" for a, h in zip(used, heads, strict=True) if h != a)
     return [
-        *_table(rows),
-        'cells: passed/failed/skipped; "!" marks failures, "." no tests',
+        *table,
+        'cells: passed, then F failed, W warned, S skipped ("!" marks a failure)',
+        *(_wrap(f"areas: {legend}", "", "  ") if legend else []),
     ]
 
 
 def _terminal_stats(endpoints: Mapping[str, Any]) -> list[str]:
-    rows = [("endpoint", "p50", "p95", "deadline", "rating (p50)", "success", "spend")]
+    rows = [("endpoint", "p50", "p95", "deadline", "success", "$/image", "spend")]
+    rated: list[tuple[str, ...]] = [("rating", "response time", "success rate", "cost per image")]
     notes = []
     for name, entry in endpoints.items():
         lat = entry["latency_s"]
         rate = entry["success_rate"]
+        levels = entry["ratings"]
+        per_image = levels[_ratings.COST_PER_IMAGE.key]["value"]
         success = (
-            f"{entry['successes']}/{entry['attempts']} ({rate:.0%})" if rate is not None else "-"
+            f"{rate:.0%} ({entry['successes']}/{entry['attempts']})" if rate is not None else "-"
         )
         rows.append(
             (
@@ -444,17 +741,69 @@ def _terminal_stats(endpoints: Mapping[str, Any]) -> list[str]:
                 _seconds(lat["p50"]),
                 _seconds(lat["p95"]),
                 _seconds(entry["deadline_s"]),
-                entry["rating"] or "-",
                 success,
+                f"${per_image:.3f}" if per_image is not None else "-",
                 _usd(entry["estimated_spend_usd"]),
             )
         )
+        rated.append((name, *(levels[r.key]["level"] or "-" for r in _ratings.RATINGS.values())))
+        notes += _latency_note(name, entry)
         if entry["p95_within_deadline"] is False:
             notes.append(
                 f"{name}: p95 {_seconds(lat['p95'])} exceeds the "
                 f"{_seconds(entry['deadline_s'])} deadline"
             )
-    return [*_table(rows), *notes]
+    return [
+        *_table(rows),
+        *(line for note in notes for line in _wrap(note, "", "  ")),
+        "",
+        *_table(rated),
+    ]
+
+
+def _latency_note(name: str, entry: Mapping[str, Any]) -> list[str]:
+    """Where the latency figures come from, when it is not this run's live requests."""
+    lat, replay = entry["latency_s"], entry["replay_s"]
+    took = f"; this replay took p50 {_seconds(replay['p50'])}" if replay else ""
+    if lat["source"] == "recorded":
+        return [f"{name}: latency as recorded live on {_day(lat['recorded_at'])}{took}"]
+    if lat["source"] == "mixed":
+        return [
+            f"{name}: latency partly recorded live (latest {_day(lat['recorded_at'])}), "
+            f"partly measured in this run{took}"
+        ]
+    if replay and not lat["count"]:
+        return [
+            f"{name}: replayed from cassettes that kept no live latency (re-record to get "
+            f"one){took}"
+        ]
+    return []
+
+
+def _terminal_advice(endpoints: Mapping[str, Any]) -> list[str]:
+    from pytest_imagegen.advice import describe
+
+    lines = []
+    for name, entry in endpoints.items():
+        if entry.get("cost_advice"):
+            lines += _wrap(f"cost advice {name}: {describe(entry['cost_advice'])}", "", "  ")
+    return ["", *lines] if lines else []
+
+
+def _terminal_failure(test: Mapping[str, Any], *, brief: bool) -> list[str]:
+    where = f"{test['check']} [{test['endpoint']}]" if test["check"] else test["nodeid"]
+    kind = " / ".join(x for x in (test["problem_class"], test["category"]) if x)
+    lines = _wrap(f"FAILED {where}" + (f" ({kind})" if kind else ""), "  ", "      ")
+    if test["message"]:
+        lines += _wrap(f"seen: {test['message'].strip()}", "    ", "      ")
+    if test["expected"] and not brief:
+        lines += _wrap(f"expected: {test['expected']}", "    ", "      ")
+    if test["hint"]:
+        lines += _wrap(f"fix: {test['hint']}", "    ", "      ")
+    reproduce = test.get("reproduce") or {}
+    if reproduce.get("pytest") and not brief:
+        lines += _wrap(f"reproduce: {reproduce['pytest']}", "    ", "      ")
+    return lines
 
 
 def _table(rows: Sequence[Sequence[str]], *, indent: str = "") -> list[str]:
@@ -475,157 +824,61 @@ def _table(rows: Sequence[Sequence[str]], *, indent: str = "") -> list[str]:
     return lines
 
 
-def _cell_text(counts: Mapping[str, int]) -> str:
-    if not any(counts.values()):
-        return "."
-    text = f"{counts['passed']}/{counts['failed']}/{counts['skipped']}"
-    return text + "!" if counts["failed"] else text
-
-
-def _cell_class(counts: Mapping[str, int]) -> str:
-    if counts["failed"]:
-        return "fail"
-    if counts["passed"]:
-        return "pass"
-    return "skip" if counts["skipped"] else "none"
-
-
-_CSS = """
-body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}
-h1{font-size:1.4em}h2{font-size:1.15em;margin-top:1.6em}
-table{border-collapse:collapse;margin:.5em 0}
-th,td{border:1px solid #ccc;padding:3px 8px;text-align:left;vertical-align:top}
-th{background:#f2f2f2}
-td.pass{background:#d8f5d8}td.fail{background:#f9d0d0;font-weight:bold}
-td.skip{background:#fbf0c8}td.none{color:#999}
-.muted{color:#777}.failure{border-left:4px solid #d33;padding:.3em .8em;margin:.8em 0}
-pre{white-space:pre-wrap;background:#f7f7f7;padding:.5em;margin:.3em 0}
-.gallery{display:flex;flex-wrap:wrap;gap:10px}
-figure{margin:0;border:1px solid #ddd;padding:4px;max-width:140px}
-figure img{display:block;max-width:128px;max-height:128px}
-figcaption{font-size:11px;color:#555;word-break:break-all}
-"""
+def _day(iso: str | None) -> str:
+    return iso[:10] if iso else "an unknown date"
 
 
 def render_html(doc: Mapping[str, Any]) -> str:
-    """One self-contained HTML page (inline CSS, no script, no external resource)."""
-    e = _esc
-    totals = doc["totals"]
-    out = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        "<title>pytest-imagegen report</title>",
-        f"<style>{_CSS}</style></head><body>",
-        "<h1>pytest-imagegen report</h1>",
-        f'<p class="muted">schema {e(doc["schema"])} v{e(doc["schema_version"])}, '
-        f"created {e(doc['created'])}</p>",
-        f"<p>{e(totals['tests'])} tests: {e(totals['passed'])} passed, "
-        f"{e(totals['failed'])} failed, {e(totals['skipped'])} skipped; estimated spend "
-        f"{e(_usd(totals['estimated_spend_usd']))}</p>",
-    ]
-    if doc["settings"]:
-        out += ["<h2>Settings</h2>", "<table><tr><th>key</th><th>value</th><th>source</th></tr>"]
-        out += [
-            f"<tr><td>{e(s['key'])}</td><td>{e(s['value'])}</td><td>{e(s['source'])}</td></tr>"
-            for s in doc["settings"]
-        ]
-        out.append("</table>")
-    if doc["run"]:
-        out += ["<h2>Run</h2>", "<table>"]
-        out += [f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in doc["run"].items()]
-        out.append("</table>")
-    endpoints = doc["endpoints"]
-    if endpoints:
-        out += [
-            "<h2>Matrix</h2>",
-            '<p class="muted">passed / failed / skipped per endpoint and area</p>',
-            "<table><tr><th>endpoint</th>"
-            + "".join(f"<th>{e(a)}</th>" for a in _shown_areas(doc["endpoints"]))
-            + "</tr>",
-        ]
-        for name, entry in endpoints.items():
-            cells = "".join(
-                f'<td class="{_cell_class(c)}">{e(_cell_text(c).rstrip("!"))}</td>'
-                for c in (entry["areas"][a] for a in _shown_areas(endpoints))
-            )
-            out.append(f"<tr><th>{e(name)}</th>{cells}</tr>")
-        out += [
-            "</table>",
-            "<h2>Endpoints</h2>",
-            "<table><tr><th>endpoint</th><th>latency p50</th><th>p95</th><th>deadline</th>"
-            "<th>rating (p50)</th><th>success rate</th><th>estimated spend</th></tr>",
-        ]
-        for name, entry in endpoints.items():
-            lat = entry["latency_s"]
-            rate = entry["success_rate"]
-            success = "-"
-            if rate is not None:
-                success = f"{rate:.0%} ({entry['successes']}/{entry['attempts']})"
-            p95_cell = '<td class="fail">' if entry["p95_within_deadline"] is False else "<td>"
-            out.append(
-                f"<tr><th>{e(name)}</th><td>{e(_seconds(lat['p50']))}</td>"
-                f"{p95_cell}{e(_seconds(lat['p95']))}</td>"
-                f"<td>{e(_seconds(entry['deadline_s']))}</td><td>{e(entry['rating'] or '-')}</td>"
-                f"<td>{e(success)}</td>"
-                f"<td>{e(_usd(entry['estimated_spend_usd']))}</td></tr>"
-            )
-        out.append("</table>")
-    failures = [t for t in doc["tests"] if t["outcome"] == "failed"]
-    if failures:
-        out.append(f"<h2>Failures ({len(failures)})</h2>")
-        for t in failures:
-            out.append(f'<div class="failure"><b>{e(t["nodeid"])}</b><br>')
-            out.append(f"category: <b>{e(t['category'] or '-')}</b>")
-            if t["hint"]:
-                out.append(f"<br>hint: {e(t['hint'])}")
-            if t["message"]:
-                out.append(f"<pre>{e(t['message'])}</pre>")
-            out.append("</div>")
-    skipped = [t for t in doc["tests"] if t["outcome"] == "skipped"]
-    if skipped:
-        out += [f"<details><summary>Skipped ({len(skipped)})</summary><ul>"]
-        out += [f"<li>{e(t['nodeid'])}: {e(t['message'] or '')}</li>" for t in skipped]
-        out.append("</ul></details>")
-    if any(entry["images"] for entry in endpoints.values()):
-        out.append("<h2>Images</h2>")
-        for name, entry in endpoints.items():
-            shown = [img for img in entry["images"] if img["thumb_png_b64"]]
-            if not shown:
-                continue
-            out += [f"<h3>{e(name)} ({len(shown)})</h3>", '<div class="gallery">']
-            for img in shown:
-                caption = f"{img['format'] or '?'} {img['size'] or '?'}"
-                out.append(
-                    f'<figure><img alt="{e(caption)}" title="{e(img["nodeid"])}" '
-                    f'src="data:image/png;base64,{img["thumb_png_b64"]}">'
-                    f"<figcaption>{e(caption)}</figcaption></figure>"
-                )
-            out.append("</div>")
-    if doc["unused_cassettes"]:
-        out += ["<h2>Unused cassettes</h2>", "<p>No test replayed these; delete or re-record:</p>"]
-        out += ["<ul>", *(f"<li>{e(p)}</li>" for p in doc["unused_cassettes"]), "</ul>"]
-    out.append("</body></html>")
-    return "\n".join(out) + "\n"
+    """One self-contained HTML page (see :mod:`pytest_imagegen.html_report`)."""
+    from pytest_imagegen.html_report import render
+
+    return render(doc)
 
 
 # --------------------------------------------------------------------------- helpers
 
 
-def _test_entry(record: _Record) -> dict[str, Any]:
+def _test_entry(record: _Record, deviations: Iterable[str] = ()) -> dict[str, Any]:
     data = record.data
     check = _text(data.get("check"))
     area = _text(data.get("area")) or (check.split(".", 1)[0] if check and "." in check else None)
-    return {
+    outcome = record.outcome
+    # DeviationWarnings: from the check (``ctx.warn``) and any raised with warnings.warn;
+    # a passed test with any is "warned" (see docs/gateways.md).
+    given = [*(data.get("deviations") or ()), *deviations]
+    warnings = list(dict.fromkeys(w for w in (_text(w) for w in given) if w))
+    if outcome == "passed" and (data.get("outcome") == "warned" or warnings):
+        outcome = "warned"
+    failed = outcome == "failed"
+    latencies = _floats(data.get("latencies_s"))
+    replays = _floats(data.get("replay_latencies_s"))
+    recorded_at = _text(data.get("recorded_at"))
+    if not replays:
+        source = "live"
+    elif recorded_at:
+        source = "recorded"
+    else:
+        # Replayed from a cassette that kept no latency: only this run's replay timings.
+        source = "replay"
+    entry: dict[str, Any] = {
         "nodeid": record.nodeid,
         "endpoint": _text(data.get("endpoint")),
         "check": check,
         "area": area if area in AREAS else "other",
-        "outcome": record.outcome,
+        "outcome": outcome,
         "duration_s": round(record.duration_s, 3),
-        "category": _text(data.get("category")),
-        "hint": _text(data.get("hint")),
-        "message": record.message,
-        "latencies_s": _floats(data.get("latencies_s")),
+        "category": _text(data.get("category")) if failed else None,
+        "problem_class": (_text(data.get("problem_class")) or _problem_class(data))
+        if failed
+        else None,
+        "hint": _text(data.get("hint")) if failed else None,
+        "expected": _text(data.get("expected")) if failed else None,
+        "message": (_text(data.get("seen")) if failed else None)
+        or _strip_nodeid(record.message, check, _text(data.get("endpoint"))),
+        "latencies_s": [] if source == "replay" else latencies,
+        "latency_source": source,
+        "recorded_at": recorded_at,
+        "replay_latencies_s": replays,
         "attempts": _count(data.get("attempts")),
         "successes": _count(data.get("successes")),
         "cost_usd": _number(data.get("cost_usd")) or 0.0,
@@ -634,10 +887,117 @@ def _test_entry(record: _Record) -> dict[str, Any]:
         "cassette_status": _text(data.get("cassette_status")),
         "cassette_live": _count(data.get("cassette_live")),
         "cassette_unplayed": [str(x) for x in data.get("cassette_unplayed") or ()],
-        # DeviationWarnings: a passed test with any is "warned" (see docs/gateways.md).
-        "deviations": [str(d) for d in data.get("deviations") or () if isinstance(d, str)],
-        "warned": record.outcome == "passed" and bool(data.get("deviations")),
+        "deviations": warnings,
+        "warned": outcome == "warned",
     }
+    if failed:
+        exchanges = data.get("exchanges") or ()
+        entry["exchanges"] = [_exchange(x) for x in exchanges if isinstance(x, Mapping)]
+    return entry
+
+
+def _problem_class(data: Mapping[str, Any]) -> str:
+    """The problem class of a failure whose data names none: by its category, else by the
+    area of its check (efficiency and cost checks fail on efficiency and cost)."""
+    from pytest_imagegen.errors import PROBLEM_CLASS
+
+    category = _text(data.get("category"))
+    if category is not None and category in PROBLEM_CLASS:
+        return PROBLEM_CLASS[category]
+    return _AREA_PROBLEM_CLASS.get(_text(data.get("area")) or "", "technical")
+
+
+def _exchange(value: Mapping[str, Any]) -> dict[str, Any]:
+    """An exchange of the test data, JSON types only and thumbnails checked."""
+    plain: dict[str, Any] = _plain(dict(value))
+    given = plain.get("response")
+    response: dict[str, Any] = given if isinstance(given, dict) else {}
+    response["images"] = [
+        {**img, "thumb_png_b64": _thumb(img.get("thumb_png_b64"))}
+        for img in response.get("images") or ()
+        if isinstance(img, dict)
+    ]
+    plain["response"] = response
+    return plain
+
+
+def _strip_nodeid(message: str | None, check: str | None, endpoint: str | None) -> str | None:
+    """The message without a leading ``check [endpoint]:`` (the report names the test)."""
+    if not message or not check:
+        return message
+    prefix = f"{check} [{endpoint}]: " if endpoint else f"{check}: "
+    return message[len(prefix) :] if message.startswith(prefix) else message
+
+
+def _verdict(counts: Mapping[str, int]) -> str:
+    """``failed`` if anything failed, else ``warned``, else ``passed`` if anything passed,
+    else ``skipped`` (nothing ran, or everything was skipped)."""
+    for outcome in ("failed", "warned", "passed"):
+        if counts.get(outcome):
+            return outcome
+    return "skipped"
+
+
+def reproduce_commands(
+    test: Mapping[str, Any],
+    endpoint: Any,
+    run_info: Mapping[str, Any],
+    env: Mapping[str, str],
+) -> dict[str, str | None]:
+    """Copy-paste commands that reproduce a failure: ``pytest`` (the same test, the same
+    record mode, the same reference-server defects) and ``curl`` (the last request the test
+    sent, the key taken from its variable, never written out)."""
+    import shlex
+
+    prefix = "".join(f"{k}={shlex.quote(v)} " for k, v in sorted(env.items()) if v)
+    args = ["pytest"]
+    check, name = test.get("check"), test.get("endpoint")
+    if check and name:
+        args += ["--imagegen", "--imagegen-endpoint", name, "-k", f"{check}"]
+        mode = run_info.get("record_mode")
+        if mode and mode != "none":
+            args.append(f"--imagegen-record-mode={mode}")
+    else:
+        args.append(str(test.get("nodeid")))
+    pytest_cmd = prefix + " ".join(shlex.quote(a) for a in args)
+    curl = None
+    exchanges = list(test.get("exchanges") or ())
+    if exchanges:
+        focus = next((x for x in exchanges if x.get("failed")), exchanges[-1])
+        curl = _curl(focus["request"], endpoint, env)
+    return {"pytest": pytest_cmd, "curl": curl}
+
+
+def _curl(request: Mapping[str, Any], endpoint: Any, env: Mapping[str, str]) -> str | None:
+    import shlex
+
+    url = _text(request.get("url"))
+    if not url:
+        return None
+    lines = []
+    key_var = getattr(endpoint, "api_key_env", None)
+    if getattr(endpoint, "is_reference", False):
+        # The embedded server's port is gone with the run: start one by hand.
+        url = "http://127.0.0.1:8000/v1/" + url.split("/v1/", 1)[-1]
+        defects = [d for d in env.get("IMAGEGEN_REFERENCE_DEFECTS", "").split(",") if d]
+        serve = "python -m pytest_imagegen serve --port 8000"
+        if defects:
+            serve += " --defect " + " ".join(defects)
+        lines.append(f"# in another terminal: {serve}")
+        key_var = "REFERENCE_KEY"
+        lines.append(
+            'REFERENCE_KEY="$(python -c "from pytest_imagegen.reference.server import '
+            'DEFAULT_API_KEY; print(DEFAULT_API_KEY)")"'
+        )
+    parts = [f"curl -sS -X {request.get('method') or 'POST'} {shlex.quote(url)}"]
+    if key_var:
+        parts.append(f'-H "Authorization: Bearer ${key_var}"')
+    body = request.get("body")
+    if body is not None:
+        parts.append("-H 'Content-Type: application/json'")
+        parts.append("-d " + shlex.quote(json.dumps(body, ensure_ascii=False)))
+    lines.append(" \\\n  ".join(parts))
+    return "\n".join(lines)
 
 
 def _message(report: object) -> str | None:
@@ -732,16 +1092,6 @@ def _ratio(part: int, whole: int) -> float | None:
 
 def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _seconds(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.2f} s" if value < 10 else f"{value:.1f} s"
-
-
-def _usd(value: float) -> str:
-    return f"${value:.4f}"
 
 
 def _esc(value: Any) -> str:

@@ -110,6 +110,15 @@ class RunState:
             self._reference_options = reference_options(self.settings(), os.environ)
         return dict(self._reference_options)
 
+    def reference_options_or_none(self) -> dict[str, Any] | None:
+        """:meth:`reference_options`, or None when the settings are invalid."""
+        from pytest_imagegen.errors import ConfigError
+
+        try:
+            return self.reference_options()
+        except ConfigError:
+            return None
+
     def reference_options_or_fail(self) -> dict[str, Any]:
         """:meth:`reference_options`, a configuration error failing the test with its text."""
         from pytest_imagegen.errors import ConfigError

@@ -84,18 +84,38 @@ def cost_adder(data: dict[str, Any]) -> Callable[[float], None]:
     return add_cost
 
 
-def measuring_hooks(data: dict[str, Any]) -> dict[str, list[Callable[[Any], None]]]:
+def measuring_hooks(
+    data: dict[str, Any], plays: list[dict[str, Any]] | None = None
+) -> dict[str, list[Callable[[Any], None]]]:
     """httpx2 event hooks that add each answered request's latency, and whether it
-    succeeded, to ``data``."""
+    succeeded, to ``data``.
+
+    ``plays`` is the cassette's list of replayed answers (``CassetteSession.plays``): an
+    answer that came from it counts with the live latency the recording kept (and its date),
+    and this run's replay time goes to ``replay_latencies_s``; replaying is fast, the
+    endpoint was not.
+    """
     started: dict[int, float] = {}
+    played = [len(plays) if plays is not None else 0]
 
     def on_request(request: Any) -> None:
+        played[0] = len(plays) if plays is not None else 0
         started[id(request)] = time.perf_counter()
 
     def on_response(response: Any) -> None:
         began = started.pop(id(response.request), None)
         if began is not None:
-            data["latencies_s"].append(round(time.perf_counter() - began, 4))
+            took = round(time.perf_counter() - began, 4)
+            if plays is not None and len(plays) > played[0]:
+                recorded = plays[-1]
+                data.setdefault("replay_latencies_s", []).append(took)
+                if recorded.get("recorded_at"):
+                    data["recorded_at"] = max(
+                        recorded["recorded_at"], data.get("recorded_at") or ""
+                    )
+                if recorded.get("latency_s") is not None:
+                    took = round(float(recorded["latency_s"]), 4)
+            data["latencies_s"].append(took)
         data["attempts"] += 1
         data["successes"] += 1 if response.status_code < 400 else 0
 

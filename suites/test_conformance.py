@@ -49,14 +49,27 @@ class CheckItem(pytest.Function):
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException]) -> Any:
         style = self.config.getoption("tbstyle", "auto")
         if isinstance(excinfo.value, ConformanceFailure) and style in _SHORT_STYLES:
+            # The section header already names the check and the endpoint: the message says
+            # what was seen, then what was expected and the fix, each once.
             check = self.imagegen_check
-            text = str(excinfo.value)
+            failure = _failure_data(self)
             diagnosis = excinfo.value.diagnosis
-            if diagnosis is not None and diagnosis.hint and diagnosis.hint not in text:
-                text += f"\nhint: {diagnosis.hint}"
-            summary = check.summary.replace("``", "`")  # docstring markup, read as text
-            return f"{check.id} [{self.imagegen_endpoint_name}]: {text}\n(check: {summary})"
+            hint = failure.get("fix") or (diagnosis.hint if diagnosis is not None else None)
+            expected = failure.get("expected") or check.summary.replace("``", "`")
+            lines = [str(excinfo.value), f"expected: {expected}"]
+            if hint:
+                lines.append(f"fix: {hint}")
+            return "\n".join(lines)
         return super().repr_failure(excinfo)
+
+
+def _failure_data(item: pytest.Item) -> dict[str, Any]:
+    """What the check said about its failure (expected, fix) in the test's report data."""
+    for key, value in item.user_properties:
+        if key == "imagegen" and isinstance(value, dict):
+            failure = value.get("failure")
+            return failure if isinstance(failure, dict) else {}
+    return {}
 
 
 def _runner(check: Check) -> Callable[..., None]:

@@ -33,15 +33,56 @@ from pytest_imagegen.report import (
 THUMB = base64.b64encode(thumbnail_png(make_image(64, 48, "png"))).decode("ascii")
 SECRET = "sk-proj-abcdefghijklmnop0123456789"
 
-# The structure of schema version 1, as documented in docs/reports.md.
+# The structure of schema version 2, as documented in docs/reports.md.
+OUTCOMES4 = ("passed", "warned", "failed", "skipped")
 _COUNTS = {
     "type": "object",
-    "required": ["passed", "failed", "skipped"],
+    "required": list(OUTCOMES4),
     "additionalProperties": False,
-    "properties": {k: {"type": "integer", "minimum": 0} for k in ("passed", "failed", "skipped")},
+    "properties": {k: {"type": "integer", "minimum": 0} for k in OUTCOMES4},
 }
 _NUM_OR_NULL = {"type": ["number", "null"]}
 _STR_OR_NULL = {"type": ["string", "null"]}
+_VERDICT = {"enum": list(OUTCOMES4)}
+_LEVEL = {"enum": ["excellent", "good", "acceptable", "poor", "unacceptable", None]}
+_RATING = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["value", "level", "thresholds"],
+    "properties": {
+        "value": _NUM_OR_NULL,
+        "level": _LEVEL,
+        "thresholds": {"type": "array", "items": {"type": "number"}, "minItems": 4, "maxItems": 4},
+    },
+}
+_PERCENTILES = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["p50", "p95", "count"],
+    "properties": {"p50": _NUM_OR_NULL, "p95": _NUM_OR_NULL, "count": {"type": "integer"}},
+}
+_EXCHANGE = {
+    "type": "object",
+    "required": ["request", "response", "diagnosis", "latency_s", "replay_s", "recorded_at"],
+    "properties": {
+        "request": {
+            "type": "object",
+            "required": ["method", "url", "body"],
+            "properties": {"method": {"type": "string"}, "url": {"type": "string"}},
+        },
+        "response": {
+            "type": "object",
+            "required": ["status", "headers", "body", "images"],
+            "properties": {
+                "status": {"type": ["integer", "null"]},
+                "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+                "body": {"type": "string"},
+                "images": {"type": "array"},
+            },
+        },
+        "failed": {"type": "boolean"},
+    },
+}
 REPORT_SCHEMA: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
@@ -49,8 +90,10 @@ REPORT_SCHEMA: dict[str, Any] = {
         "schema",
         "schema_version",
         "created",
+        "verdict",
         "settings",
         "run",
+        "thresholds",
         "endpoints",
         "tests",
         "unused_cassettes",
@@ -58,8 +101,9 @@ REPORT_SCHEMA: dict[str, Any] = {
     ],
     "properties": {
         "schema": {"const": "pytest-imagegen/report"},
-        "schema_version": {"const": 1},
+        "schema_version": {"const": 2},
         "created": {"type": "string", "pattern": r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00$"},
+        "verdict": _VERDICT,
         "settings": {
             "type": "array",
             "items": {
@@ -70,24 +114,44 @@ REPORT_SCHEMA: dict[str, Any] = {
             },
         },
         "run": {"type": "object"},
+        "thresholds": {
+            "type": "object",
+            "required": ["response_time_s", "success_rate", "cost_per_image_usd"],
+        },
         "endpoints": {
             "type": "object",
             "additionalProperties": {
                 "type": "object",
                 "additionalProperties": False,
                 "required": [
+                    "verdict",
+                    "counts",
+                    "problem_classes",
                     "areas",
                     "latency_s",
+                    "replay_s",
                     "deadline_s",
                     "p95_within_deadline",
                     "rating",
+                    "ratings",
                     "attempts",
                     "successes",
                     "success_rate",
                     "estimated_spend_usd",
+                    "cost_advice",
                     "images",
                 ],
                 "properties": {
+                    "verdict": _VERDICT,
+                    "counts": _COUNTS,
+                    "problem_classes": {
+                        "type": "object",
+                        "required": ["technical", "quality", "efficiency", "cost"],
+                        "additionalProperties": {
+                            "type": "object",
+                            "required": ["failed", "warned", "verdict"],
+                        },
+                    },
                     "areas": {
                         "type": "object",
                         "required": list(AREAS),
@@ -97,28 +161,55 @@ REPORT_SCHEMA: dict[str, Any] = {
                     "latency_s": {
                         "type": "object",
                         "additionalProperties": False,
-                        "required": ["p50", "p95", "count"],
+                        "required": ["p50", "p95", "count", "source", "recorded_at"],
                         "properties": {
                             "p50": _NUM_OR_NULL,
                             "p95": _NUM_OR_NULL,
                             "count": {"type": "integer"},
+                            "source": {"enum": ["live", "recorded", "mixed", "replay", None]},
+                            "recorded_at": _STR_OR_NULL,
                         },
                     },
+                    "replay_s": {"oneOf": [{"type": "null"}, _PERCENTILES]},
                     "deadline_s": _NUM_OR_NULL,
                     "p95_within_deadline": {"type": ["boolean", "null"]},
-                    "rating": {"enum": ["excellent", "good", "acceptable", "poor", None]},
+                    "rating": _LEVEL,
+                    "ratings": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["response_time_s", "success_rate", "cost_per_image_usd"],
+                        "properties": {
+                            k: _RATING
+                            for k in ("response_time_s", "success_rate", "cost_per_image_usd")
+                        },
+                    },
                     "attempts": {"type": "integer"},
                     "successes": {"type": "integer"},
                     "success_rate": _NUM_OR_NULL,
                     "estimated_spend_usd": {"type": "number"},
+                    "cost_advice": {
+                        "oneOf": [
+                            {"type": "null"},
+                            {
+                                "type": "object",
+                                "required": [
+                                    "configured",
+                                    "cheapest_passing",
+                                    "saving_per_1000_images_usd",
+                                    "declared_models",
+                                ],
+                            },
+                        ]
+                    },
                     "images": {
                         "type": "array",
                         "items": {
                             "type": "object",
                             "additionalProperties": False,
-                            "required": ["nodeid", "format", "size", "thumb_png_b64"],
+                            "required": ["nodeid", "outcome", "format", "size", "thumb_png_b64"],
                             "properties": {
                                 "nodeid": {"type": "string"},
+                                "outcome": _VERDICT,
                                 "format": _STR_OR_NULL,
                                 "size": _STR_OR_NULL,
                                 "thumb_png_b64": _STR_OR_NULL,
@@ -141,9 +232,16 @@ REPORT_SCHEMA: dict[str, Any] = {
                     "outcome",
                     "duration_s",
                     "category",
+                    "problem_class",
                     "hint",
+                    "expected",
                     "message",
+                    "deviations",
+                    "warned",
                     "latencies_s",
+                    "latency_source",
+                    "recorded_at",
+                    "replay_latencies_s",
                     "attempts",
                     "successes",
                     "cost_usd",
@@ -160,12 +258,17 @@ REPORT_SCHEMA: dict[str, Any] = {
                     "endpoint": _STR_OR_NULL,
                     "check": _STR_OR_NULL,
                     "area": {"enum": list(AREAS)},
-                    "outcome": {"enum": ["passed", "failed", "skipped"]},
+                    "outcome": _VERDICT,
                     "duration_s": {"type": "number"},
                     "category": _STR_OR_NULL,
+                    "problem_class": {"enum": ["technical", "quality", "efficiency", "cost", None]},
                     "hint": _STR_OR_NULL,
+                    "expected": _STR_OR_NULL,
                     "message": _STR_OR_NULL,
                     "latencies_s": {"type": "array", "items": {"type": "number"}},
+                    "latency_source": {"enum": ["live", "recorded", "replay"]},
+                    "recorded_at": _STR_OR_NULL,
+                    "replay_latencies_s": {"type": "array", "items": {"type": "number"}},
                     "attempts": {"type": "integer"},
                     "successes": {"type": "integer"},
                     "cost_usd": {"type": "number"},
@@ -176,6 +279,12 @@ REPORT_SCHEMA: dict[str, Any] = {
                     "cassette_unplayed": {"type": "array", "items": {"type": "string"}},
                     "deviations": {"type": "array", "items": {"type": "string"}},
                     "warned": {"type": "boolean"},
+                    "exchanges": {"type": "array", "items": _EXCHANGE},
+                    "reproduce": {
+                        "type": "object",
+                        "required": ["pytest", "curl"],
+                        "properties": {"pytest": {"type": "string"}, "curl": _STR_OR_NULL},
+                    },
                 },
             },
         },
@@ -185,9 +294,7 @@ REPORT_SCHEMA: dict[str, Any] = {
             "additionalProperties": False,
             "required": [
                 "tests",
-                "passed",
-                "failed",
-                "skipped",
+                *OUTCOMES4,
                 "attempts",
                 "successes",
                 "success_rate",
@@ -196,7 +303,7 @@ REPORT_SCHEMA: dict[str, Any] = {
             "properties": {
                 **{
                     k: {"type": "integer", "minimum": 0}
-                    for k in ("tests", "passed", "failed", "skipped", "attempts", "successes")
+                    for k in ("tests", *OUTCOMES4, "attempts", "successes")
                 },
                 "success_rate": _NUM_OR_NULL,
                 "estimated_spend_usd": {"type": "number"},
@@ -279,7 +386,9 @@ def test_percentile_is_nearest_rank(values: list[float], pct: float, expected: f
         (8.5, "acceptable"),
         (15.0, "acceptable"),
         (15.01, "poor"),
-        (600.0, "poor"),
+        (30.0, "poor"),
+        (30.01, "unacceptable"),
+        (600.0, "unacceptable"),
     ],
 )
 def test_rating_thresholds(p50: float | None, expected: str | None) -> None:
@@ -309,6 +418,8 @@ def test_junit_properties_are_flat_strings() -> None:
         "endpoint": "relay",
         "check": "errors.wrong_key",
         "category": _Cat.AUTH,
+        "problem_class": "technical",
+        "hint": "Answer a wrong key with HTTP 401.",
         "latencies_s": [0.5, 2.25, 1.0],
         "cost_usd": 0.042,
     }
@@ -316,6 +427,8 @@ def test_junit_properties_are_flat_strings() -> None:
         ("imagegen_endpoint", "relay"),
         ("imagegen_check", "errors.wrong_key"),
         ("imagegen_category", "authentication"),
+        ("imagegen_problem_class", "technical"),
+        ("imagegen_hint", "Answer a wrong key with HTTP 401."),
         ("imagegen_latency_s", "2.250"),
         ("imagegen_cost_usd", "0.042000"),
     ]
@@ -324,6 +437,8 @@ def test_junit_properties_are_flat_strings() -> None:
             "imagegen_endpoint",
             "imagegen_check",
             "imagegen_category",
+            "imagegen_problem_class",
+            "imagegen_hint",
             "imagegen_latency_s",
             "imagegen_cost_usd",
         ],
@@ -381,6 +496,7 @@ def test_each_test_counts_once() -> None:
     assert summary["totals"]["tests"] == 1
     assert summary["endpoints"]["e"]["areas"]["separation"] == {
         "passed": 1,
+        "warned": 0,
         "failed": 0,
         "skipped": 0,
     }
@@ -408,6 +524,7 @@ def test_setup_skip_and_setup_error_are_counted() -> None:
     assert tests["t.py::err"]["message"] == "fixture broke"
     assert collector.summary()["endpoints"]["e"]["areas"]["fallback"] == {
         "passed": 0,
+        "warned": 0,
         "failed": 1,
         "skipped": 1,
     }
@@ -513,10 +630,11 @@ def _stats_collector(**options: Any) -> ReportCollector:
 def test_endpoint_statistics() -> None:
     summary = _stats_collector().summary()
     fast, slow = summary["endpoints"]["fast"], summary["endpoints"]["slow"]
-    assert fast["latency_s"] == {"p50": 2.0, "p95": 3.5, "count": 4}
+    live = {"source": "live", "recorded_at": None}
+    assert fast["latency_s"] == {"p50": 2.0, "p95": 3.5, "count": 4, **live}
     assert (fast["rating"], fast["p95_within_deadline"]) == ("excellent", True)
     # Latencies of failed tests count too: a slow failure is part of what users wait for.
-    assert slow["latency_s"] == {"p50": 9.0, "p95": 30.0, "count": 4}
+    assert slow["latency_s"] == {"p50": 9.0, "p95": 30.0, "count": 4, **live}
     assert (slow["rating"], slow["p95_within_deadline"]) == ("acceptable", False)
     assert (fast["attempts"], fast["successes"], fast["success_rate"]) == (8, 6, 0.75)
     assert fast["estimated_spend_usd"] == pytest.approx(0.044)
@@ -529,7 +647,13 @@ def test_endpoint_without_samples_has_no_latency_or_rate() -> None:
     collector = ReportCollector()
     run_test(collector, "t.py::a", {"endpoint": "e", "latencies_s": None, "attempts": "x"})
     entry = collector.summary()["endpoints"]["e"]
-    assert entry["latency_s"] == {"p50": None, "p95": None, "count": 0}
+    assert entry["latency_s"] == {
+        "p50": None,
+        "p95": None,
+        "count": 0,
+        "source": None,
+        "recorded_at": None,
+    }
     assert (entry["rating"], entry["success_rate"], entry["deadline_s"]) == (None, None, None)
     assert entry["p95_within_deadline"] is None
 
@@ -565,7 +689,7 @@ def _full_collector() -> ReportCollector:
     return collector
 
 
-def test_summary_validates_against_schema_v1() -> None:
+def test_summary_validates_against_schema_v2() -> None:
     summary = _full_collector().summary()
     jsonschema.validate(summary, REPORT_SCHEMA)
     assert summary["unused_cassettes"] == ["cassettes/relay/test_old.yaml"]
@@ -589,7 +713,10 @@ def test_no_secret_in_any_rendering() -> None:
 
 def test_html_is_escaped_and_self_contained() -> None:
     page = render_html(_full_collector().summary())
-    assert "<script" not in page.lower()
+    # One script, the page's own (sorting and filtering); reported text never becomes one.
+    assert page.lower().count("<script") == 1
+    assert "<script>alert" not in page and '"><script>x' not in page
+    assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert f'src="data:image/png;base64,{THUMB}"' in page
     assert page.count("<img ") == 1
@@ -607,17 +734,22 @@ def test_html_is_escaped_and_self_contained() -> None:
         assert needle in page
 
 
-def test_terminal_lines_fit_100_columns_and_show_every_part() -> None:
+def test_terminal_lines_fit_80_columns_and_show_every_part() -> None:
     lines = _full_collector().terminal_lines()
+    assert WIDTH == 80
     assert max(len(line) for line in lines) <= WIDTH
     text = "\n".join(lines)
-    assert "endpoint  separation  request_shape  response_shape  errors" in text
-    assert "FAILED t.py::test_wrong_key[relay]" in text
-    assert "category: authentication" in text
+    # The verdict comes first, per endpoint.
+    assert lines[0].startswith("verdict: FAILED: 9 test(s), 7 passed, 2 failed")
+    assert "  relay: FAILED" in text
+    assert text.index("verdict:") < text.index("endpoint ") < text.index("failures (")
+    assert "FAILED errors.wrong_key [relay] (technical / authentication)" in text
+    assert "fix: Check RELAY_API_KEY" in text
+    assert "reproduce: pytest --imagegen --imagegen-endpoint relay -k errors.wrong_key" in text
     assert "slow: p95 30.0 s exceeds the 5.00 s deadline" in text
     assert "unused cassettes (1)" in text
-    row = next(line for line in lines if line.startswith("relay "))
-    assert "0/1/0!" in row
+    row = next(line for line in lines if line.startswith("relay ") and "!" in line)
+    assert "0 1F!" in row
     stats = next(line for line in lines if line.startswith("fast ") and "$" in line)
     assert stats.split() == [
         "fast",
@@ -627,11 +759,31 @@ def test_terminal_lines_fit_100_columns_and_show_every_part() -> None:
         "s",
         "60.0",
         "s",
-        "excellent",
-        "6/8",
-        "(75%)",
+        "75%",
+        "(6/8)",
+        "-",
         "$0.0440",
     ]
+    rated = next(line for line in lines if line.startswith("fast ") and "excellent" in line)
+    assert rated.split() == ["fast", "excellent", "unacceptable", "-"]
+
+
+def test_quiet_terminal_is_matrix_and_failures_and_very_quiet_one_line_each() -> None:
+    collector = _full_collector()
+    quiet = "\n".join(collector.terminal_lines(-1))
+    assert quiet.startswith("endpoint ")
+    assert "failures (2):" in quiet
+    for left_out in ("verdict:", "settings", "p50", "unused cassettes"):
+        assert left_out not in quiet
+    very_quiet = collector.terminal_lines(-2)
+    assert [line.split(":")[0] for line in very_quiet] == [
+        "imagegen fast",
+        "imagegen relay",
+        "imagegen slow",
+    ]
+    assert "FAILED" in very_quiet[1] and "technical" in very_quiet[1]
+    verbose = "\n".join(collector.terminal_lines(1))
+    assert "settings (value, source):" in verbose and "record_mode = none" in verbose
 
 
 def test_long_endpoint_names_stay_within_width() -> None:
@@ -651,7 +803,7 @@ def test_write_json_and_html_creates_parents(tmp_path: Path) -> None:
     html_path = collector.write(tmp_path / "c" / "report.HTML")
     assert html_path.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
     other = collector.write(tmp_path / "report.txt")
-    assert json.loads(other.read_text(encoding="utf-8"))["schema_version"] == 1
+    assert json.loads(other.read_text(encoding="utf-8"))["schema_version"] == 2
     leftovers = [p.name for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
     assert leftovers == []
     # Reports are shared artefacts (CI uploads them): readable by others, unlike a temp file.
@@ -830,28 +982,27 @@ def test_terminal_summary_and_report_of_a_real_run(synthetic: pytest.Pytester) -
     result.stdout.fnmatch_lines(
         [
             "*= imagegen =*",
-            "2 endpoint(s), 20 test(s): 14 passed, 3 failed, 3 skipped; estimated spend $0.0600",
-            "settings (value, source):",
-            "  record_mode  none  default",
-            "endpoint  separation  request_shape  response_shape  errors  fallback  efficiency"
-            "  cost   other",
-            "alpha     1/0/0       .              0/1/0!          1/0/0   1/0/0     4/0/0"
-            "       0/0/1  1/0/0",
-            "beta      1/0/0       .              0/1/0!          0/1/0!  0/0/1     4/0/0"
-            "       0/0/1  1/0/0",
-            "endpoint  p50     p95     deadline  rating (p50)  success    spend",
-            "alpha     0.20 s  0.50 s  10.0 s    excellent     5/6 (83%)  $0.0300",
-            "beta      2.10 s  2.40 s  1.00 s    excellent     5/6 (83%)  $0.0300",
+            "verdict: FAILED: 20 test(s), 14 passed, 3 failed, 3 skipped; estimated spend $0.0600",
+            "  alpha: FAILED (8 passed, 1 failed, 1 skipped); by problem class: technical 1",
+            "endpoint  separ  response  errors  fallbk  effic  cost  other",
+            "alpha     1      0 1F!     1       1       4      0 1S  1",
+            "beta      1      0 1F!     0 1F!   0 1S    4      0 1S  1",
+            "endpoint  p50     p95     deadline  success    $/image  spend",
+            "alpha     0.20 s  0.50 s  10.0 s    83% (5/6)  -        $0.0300",
+            "beta      2.10 s  2.40 s  1.00 s    83% (5/6)  -        $0.0300",
             "beta: p95 2.40 s exceeds the 1.00 s deadline",
+            "rating  response time  success rate  cost per image",
+            "alpha   excellent      unacceptable  -",
             "failures (3):",
-            "  FAILED test_synthetic.py::test_errors[[]beta[]]",
-            "      category: authentication",
-            "      hint: Check the key of beta",
-            "      message: AssertionError: beta accepted a wrong key <script>",
-            "  FAILED test_synthetic.py::test_shape[[]alpha[]]",
-            "      message: RuntimeError: cassette could not be written",
-            "  FAILED test_synthetic.py::test_shape[[]beta[]]",
-            "      message: AssertionError: beta sent data: []*",
+            "  FAILED errors.wrong_key [[]beta[]] (technical / authentication)",
+            "    seen: AssertionError: beta accepted a wrong key <script>",
+            "    fix: Check the key of beta",
+            "  FAILED response_shape.schema [[]alpha[]] (technical)",
+            "    seen: RuntimeError: cassette could not be written",
+            "  FAILED response_shape.schema [[]beta[]] (technical)",
+            "    seen: AssertionError: beta sent data: []*",
+            # The whole cause, not its first line.
+            "      assert 'beta' == 'alpha'",
         ]
     )
     doc = json.loads((synthetic.path / "out" / "report.json").read_text(encoding="utf-8"))
@@ -875,7 +1026,7 @@ def test_xdist_merges_to_the_serial_report(synthetic: pytest.Pytester) -> None:
     )
     parallel.assert_outcomes(passed=16, failed=2, skipped=3, errors=2)
     parallel.stdout.fnmatch_lines(
-        ["created: 2/2 workers", "*= imagegen =*", "2 endpoint(s), 20 test(s):*"]
+        ["created: 2/2 workers", "*= imagegen =*", "verdict: FAILED: 20 test(s),*"]
     )
     # Workers wrote nothing of their own: one imagegen summary, two report files.
     assert parallel.stdout.str().count("= imagegen =") == 1
@@ -898,6 +1049,8 @@ def test_junitxml_gets_flat_properties_only(synthetic: pytest.Pytester) -> None:
         "imagegen_endpoint",
         "imagegen_check",
         "imagegen_category",
+        "imagegen_problem_class",
+        "imagegen_hint",
         "imagegen_latency_s",
         "imagegen_cost_usd",
     }
@@ -913,6 +1066,8 @@ def test_junitxml_gets_flat_properties_only(synthetic: pytest.Pytester) -> None:
                 ("imagegen_endpoint", "beta"),
                 ("imagegen_check", "errors.wrong_key"),
                 ("imagegen_category", "authentication"),
+                ("imagegen_problem_class", ""),
+                ("imagegen_hint", "Check the key of beta"),
                 ("imagegen_latency_s", "0.200"),
                 ("imagegen_cost_usd", ""),
             ),

@@ -51,6 +51,23 @@ SERVERLESS_RESPONSE_CAP = 4_500_000
 #: Thumbnails kept per test for the HTML report.
 MAX_THUMBNAILS = 4
 
+#: Requests kept per test, the latest ones, as the evidence behind a failure (the report
+#: shows them for failed tests only).
+MAX_EXCHANGES = 3
+#: Characters of a request or response body kept in an exchange.
+EXCHANGE_BODY_CHARS = 4000
+#: Response headers kept in an exchange: the ones that explain an answer and never carry a
+#: credential (every other header is left out rather than masked).
+EXCHANGE_HEADERS = (
+    "content-type",
+    "content-length",
+    "retry-after",
+    "retry-after-ms",
+    "x-request-id",
+    "openai-processing-ms",
+    "server",
+)
+
 _IMAGES_PATH = "/images/generations"
 _CHAT_PATH = "/chat/completions"
 
@@ -95,6 +112,11 @@ class Call:
     document: Any = None  # the parsed JSON body, or None
     cut: BodyCut | None = None  # set when the body was above the cap (content: its prefix)
     exchange: Exchange | None = None  # what the gateway's upstream received (upstream mode)
+    url: str = ""
+    #: When the answer came from a cassette: this run's own time for it (``latency_s`` is
+    #: then the live latency the recording kept, when it kept one) and the recording date.
+    replay_s: float | None = None
+    recorded_at: str | None = None
 
     @property
     def body_bytes(self) -> int:
@@ -107,9 +129,11 @@ class Call:
         return self.diagnosis is None and self.status is not None and self.status < 300
 
     def describe(self) -> str:
-        """What came back, in a few words (for failure messages)."""
+        """What came back, in a few words (for failure messages): the category, status,
+        code and param that were given, and the endpoint's message; the hint goes to the
+        report on its own, not into every message."""
         if self.diagnosis is not None:
-            return str(self.diagnosis)
+            return describe_diagnosis(self.diagnosis)
         kinds = sorted({f"{im.format} {im.size}" for im in self.images})
         images = f", {len(self.images)} image(s) {', '.join(kinds)}" if self.images else ""
         return f"HTTP {self.status}{images}"
@@ -117,6 +141,16 @@ class Call:
     def request_line(self) -> str:
         shown = {k: v for k, v in self.body.items() if k not in ("prompt", "messages")}
         return f"{self.method} {self.path} {json.dumps(shown, sort_keys=True)}"
+
+
+def describe_diagnosis(diagnosis: Diagnosis) -> str:
+    """``server (HTTP 500): Internal Server Error`` style: the category, then only the
+    status, code and param that are known, then the endpoint's message on one line."""
+    facts = [f"HTTP {diagnosis.status}"] if diagnosis.status is not None else []
+    facts += [f"{k}={v}" for k, v in (("code", diagnosis.code), ("param", diagnosis.param)) if v]
+    head = f"{diagnosis.category} ({', '.join(facts)})" if facts else str(diagnosis.category)
+    message = " ".join((diagnosis.message or "").split())
+    return f"{head}: {message}" if message else head
 
 
 class CheckContext:
@@ -159,6 +193,8 @@ class CheckContext:
         recorded_requests: Sequence[Mapping[str, Any]] | None = None,
         upstream_tap: UpstreamTap | None = None,
         transport: httpx2.BaseTransport | None = None,
+        plays: list[dict[str, Any]] | None = None,
+        replaying: bool = False,
     ) -> None:
         from pytest_imagegen.config import bind_reference
 
@@ -184,6 +220,15 @@ class CheckContext:
 
             upstream_tap = UpstreamTap(self.endpoint, server=reference)
         self.upstream_tap = upstream_tap
+        # The cassette's replayed answers, in play order (``CassetteSession.plays``): a call
+        # answered from it reports the latency the recording kept.
+        self.plays = plays
+        #: True when the check's cassette exists and is replayed: what it sends is answered
+        #: from the recording whatever key is configured (a keyless CI replay included).
+        self.replaying = replaying
+        self.calls: list[Call] = []
+        #: The call a failure was about (``fail(call=...)``), shown first as its evidence.
+        self.failed_call: Call | None = None
 
     # ------------------------------------------------------------------ facts
 
@@ -248,22 +293,33 @@ class CheckContext:
 
     def record_images(self, images: tuple[GeneratedImage, ...]) -> None:
         """Keep small thumbnails of the first few images for the HTML report."""
-        from pytest_imagegen.images import thumbnail_png
-
         kept = self.data["images"]
         for image in images:
             if len(kept) >= MAX_THUMBNAILS:
                 return
-            try:
-                thumb = base64.b64encode(thumbnail_png(image.data)).decode("ascii")
-            except ValueError:
-                thumb = None
-            kept.append({"format": image.format, "size": image.size, "thumb_png_b64": thumb})
+            kept.append(_thumbnail(image.data, image.format, image.size))
 
     # ------------------------------------------------------------------ outcomes
 
-    def fail(self, message: str, *, call: Call | None = None) -> NoReturn:
-        """Fail the check; the diagnosis of ``call`` (if any) goes to the report."""
+    def fail(
+        self,
+        message: str,
+        *,
+        call: Call | None = None,
+        expected: str | None = None,
+        fix: str | None = None,
+        category: str | None = None,
+    ) -> NoReturn:
+        """Fail the check. The diagnosis of ``call`` (if any) gives the report its category;
+        ``expected`` says what a conforming endpoint does, ``fix`` what to change so it
+        does (the report's hint, instead of the diagnosis's advice to a client), and
+        ``category`` the error category at stake when no diagnosis names it."""
+        failure = self.data.setdefault("failure", {})
+        for key, value in (("expected", expected), ("fix", fix), ("category", category)):
+            if value:
+                failure[key] = value
+        if call is not None:
+            self.failed_call = call
         raise ConformanceFailure(message, diagnosis=call.diagnosis if call is not None else None)
 
     def script_fault(self, name: str, **options: Any) -> None:
@@ -395,6 +451,7 @@ class CheckContext:
             body,
             lambda: client.images.with_raw_response.generate(**kwargs, extra_body=extra or None),
         )
+        self.note_replay(call)
         if expect_images:
             if call.diagnosis is None:
                 self._parse_images(call, client)
@@ -405,6 +462,8 @@ class CheckContext:
                 response_bytes=call.body_bytes,
             )
             self.record_images(call.images)
+        if call.ok and expect_images:
+            self.record(succeeded_params=[priced_params(body)])
         return call
 
     def images_in(self, call: Call) -> Call:
@@ -424,12 +483,14 @@ class CheckContext:
             "max_completion_tokens": 16,
         }
         client = client or self.client()
-        return self._send(
+        call = self._send(
             "POST",
             _CHAT_PATH,
             body,
             lambda: client.chat.completions.with_raw_response.create(**body),
         )
+        self.note_replay(call)
+        return call
 
     def _send(self, method: str, path: str, body: dict[str, Any], send: Callable[[], Any]) -> Call:
         import openai
@@ -437,10 +498,11 @@ class CheckContext:
         from pytest_imagegen.bounds import find_cut
         from pytest_imagegen.classify import classify, malformed
 
-        call = Call(method, path, body)
+        call = Call(method, path, body, url=self.endpoint.base_url.rstrip("/") + path)
         self.window_end = time.monotonic() + float(self.endpoint.deadline_s)
         tap = self.upstream_tap
         mark = tap.begin() if tap is not None else None
+        played_before = len(self.plays) if self.plays is not None else 0
         start = time.perf_counter()
         try:
             raw = send()
@@ -464,6 +526,15 @@ class CheckContext:
         call.latency_s = time.perf_counter() - start
         if tap is not None and mark is not None:
             call.exchange = tap.end(mark, headers=call.headers, content=call.content)
+        # Every request counts for the progress of a live run (refusals included).
+        self.data["requests"] = int(self.data.get("requests") or 0) + 1
+        if self.plays is not None and len(self.plays) > played_before:
+            # Answered from the cassette: the endpoint's latency is the recorded one.
+            recorded = self.plays[-1]
+            call.replay_s = call.latency_s
+            call.recorded_at = recorded.get("recorded_at")
+            if recorded.get("latency_s") is not None:
+                call.latency_s = float(recorded["latency_s"])
         found = find_cut(call.content)
         if found is not None:
             call.content, call.cut = found
@@ -473,7 +544,26 @@ class CheckContext:
                 call.document = json.loads(call.content)
             except (ValueError, UnicodeDecodeError):
                 call.document = None
+        self.calls.append(call)
         return call
+
+    def note_replay(self, call: Call) -> None:
+        """Add a replayed call's recording facts to the report data (date, replay time)."""
+        if call.replay_s is None:
+            return
+        self.record(replay_latencies_s=[round(call.replay_s, 4)])
+        if call.recorded_at and call.recorded_at > (self.data.get("recorded_at") or ""):
+            self.data["recorded_at"] = call.recorded_at
+
+    def exchanges(self) -> list[dict[str, Any]]:
+        """The last :data:`MAX_EXCHANGES` calls as JSON-ready evidence: the request sent (its
+        body as sent, prompt included) and the response received (allow-listed headers, the
+        body clipped, base64 images replaced by a note and shown as thumbnails)."""
+        kept = self.calls[-MAX_EXCHANGES:]
+        failed = self.failed_call
+        if failed is not None and all(c is not failed for c in kept):
+            kept = [failed, *kept[1:]]
+        return [{**_exchange(c), "failed": c is failed} for c in kept]
 
     def _parse_images(self, call: Call, client: openai.OpenAI | None) -> None:
         from pytest_imagegen.classify import malformed
@@ -506,6 +596,89 @@ class CheckContext:
             )
         except MalformedResponse as exc:
             call.diagnosis = malformed(str(exc), status=call.status)
+
+
+#: The request keys that decide an image's price or kind, kept per successful request for
+#: the report's cost advice (the cheapest parameters that worked in this run).
+PRICED_PARAMS = ("model", "quality", "size", "output_format", "n")
+
+
+def priced_params(body: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: body[k] for k in PRICED_PARAMS if isinstance(body.get(k), (str, int))}
+
+
+def _thumbnail(data: bytes, format: str | None, size: str | None) -> dict[str, Any]:
+    from pytest_imagegen.images import thumbnail_png
+
+    try:
+        thumb: str | None = base64.b64encode(thumbnail_png(data)).decode("ascii")
+    except ValueError:
+        thumb = None
+    return {"format": format, "size": size, "thumb_png_b64": thumb}
+
+
+def _evidence_images(call: Call) -> list[dict[str, Any]]:
+    """Thumbnails of the images in an answer, also when the answer was refused as malformed
+    (a wrong size, one image too few): those images are the evidence."""
+    if call.images:
+        return [_thumbnail(im.data, im.format, im.size) for im in call.images[:MAX_THUMBNAILS]]
+    from pytest_imagegen.images import decode_b64, inspect_image
+
+    items = call.document.get("data") if isinstance(call.document, dict) else None
+    found: list[dict[str, Any]] = []
+    for item in items if isinstance(items, list) else ():
+        b64 = item.get("b64_json") if isinstance(item, dict) else None
+        if not isinstance(b64, str) or len(found) >= MAX_THUMBNAILS:
+            continue
+        try:
+            data = decode_b64(b64)
+            info = inspect_image(data)
+        except ValueError:
+            continue
+        found.append(_thumbnail(data, info.format, f"{info.width}x{info.height}"))
+    return found
+
+
+def _without_images(value: Any) -> Any:
+    """A JSON document with each long base64 string replaced by a short note."""
+    if isinstance(value, dict):
+        return {k: _without_images(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_images(v) for v in value]
+    if isinstance(value, str) and len(value) > 200 and " " not in value:
+        return f"<{len(value)} characters of base64: shown as a thumbnail>"
+    return value
+
+
+def _body_text(document: Any, content: bytes) -> str:
+    if document is not None:
+        text = json.dumps(_without_images(document), indent=1, ensure_ascii=False)
+    else:
+        text = content.decode("utf-8", "replace")
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if len(text) > EXCHANGE_BODY_CHARS:
+        text = (
+            text[:EXCHANGE_BODY_CHARS]
+            + f"\n... ({len(text) - EXCHANGE_BODY_CHARS} more characters)"
+        )
+    return text
+
+
+def _exchange(call: Call) -> dict[str, Any]:
+    headers = {k: v for k, v in call.headers.items() if k in EXCHANGE_HEADERS}
+    return {
+        "request": {"method": call.method, "url": call.url, "body": dict(call.body)},
+        "response": {
+            "status": call.status,
+            "headers": headers,
+            "body": _body_text(call.document, call.content) if call.content else "",
+            "images": _evidence_images(call),
+        },
+        "diagnosis": describe_diagnosis(call.diagnosis) if call.diagnosis is not None else None,
+        "latency_s": round(call.latency_s, 4),
+        "replay_s": None if call.replay_s is None else round(call.replay_s, 4),
+        "recorded_at": call.recorded_at,
+    }
 
 
 def _budget_cause(exc: BaseException) -> BudgetExceededError | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from pytest_imagegen.checks import fixes
 from pytest_imagegen.checks.context import Call, CheckContext
 from pytest_imagegen.checks.registry import check
 
@@ -31,7 +32,8 @@ def envelope_problem(call: Call, *, azure: bool = False) -> str | None:
     ``code`` and ``message``) are accepted as they are.
     """
     doc = call.document
-    preview = call.content[:60].decode("utf-8", "replace").replace("\n", " ")
+    # One line, whitespace collapsed: a repr would show the page's "\r" literally.
+    preview = " ".join(call.content[:80].decode("utf-8", "replace").split())[:60]
     if doc is None:
         return f"HTTP {call.status} answer is not JSON (body starts {preview!r})"
     error = doc.get("error") if isinstance(doc, dict) else None
@@ -73,8 +75,12 @@ def wrong_key_headers(endpoint: Endpoint) -> dict[str, str] | None:
 
 def _wrong_key_client(ctx: CheckContext) -> openai.OpenAI | None:
     """A client whose credentials are all wrong (see :func:`wrong_key_headers`); None when
-    the endpoint has no credentials at all."""
+    the endpoint has no credentials at all, unless the check replays: a replay answers from
+    the recording whatever key is configured (a CI replay has none), so the recorded
+    wrong-key answer is judged again rather than skipped."""
     headers = wrong_key_headers(ctx.endpoint)
+    if headers is None and ctx.replaying:
+        headers = dict(ctx.endpoint.headers)
     if headers is None:
         return None
     return ctx.client(api_key=WRONG_KEY, default_headers=headers or None)
@@ -82,12 +88,19 @@ def _wrong_key_client(ctx: CheckContext) -> openai.OpenAI | None:
 
 def _expect(ctx: CheckContext, call: Call, category: str, what: str) -> None:
     if call.diagnosis is None:
-        ctx.fail(f"{what} was answered with {call.describe()}; expected {category}")
+        ctx.fail(
+            f"{what} was answered with {call.describe()}; expected {category}",
+            call=call,
+            category=category,
+            fix=fixes.refusal(category, call),
+        )
     if call.diagnosis.category != category:
         ctx.fail(
             f"{what} was classified {call.diagnosis.category}, expected {category}: "
             f"{call.describe()}",
             call=call,
+            category=category,
+            fix=fixes.refusal(category, call),
         )
 
 
@@ -148,7 +161,7 @@ def error_envelopes_are_openai_shaped(ctx: CheckContext) -> None:
     for call in refused:
         problem = envelope_problem(call, azure=ctx.endpoint.is_azure)
         if problem:
-            ctx.fail(problem, call=call)
+            ctx.fail(problem, call=call, fix=fixes.error_body(call))
 
 
 @check("errors", needs_faults=True)
@@ -200,4 +213,4 @@ def server_error_is_retryable(ctx: CheckContext) -> None:
         ctx.fail("a 500 server error was classified not retryable", call=call)
     problem = envelope_problem(call)
     if problem:
-        ctx.fail(problem, call=call)
+        ctx.fail(problem, call=call, fix=fixes.error_body(call))

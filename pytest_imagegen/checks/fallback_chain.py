@@ -21,15 +21,34 @@ def _run(ctx: CheckContext, *, faulted: bool = False) -> Outcome:
     unless failures were injected on purpose (``faulted``)."""
     from pytest_imagegen.fallback import generate
 
+    played = len(ctx.plays) if ctx.plays is not None else 0
     outcome = generate(ctx.client(), ctx.endpoint, PROMPT, **ctx.cheap_params())
     ctx.record(fallback_trace=outcome.trace(), response_bytes=outcome.response_bytes)
+    latencies = [round(a.latency_s, 4) for a in outcome.attempts]
+    plays = ctx.plays[played:] if ctx.plays is not None else []
+    if plays and len(plays) == len(latencies):
+        # Every attempt was answered from the cassette: report the recorded latencies.
+        ctx.record(replay_latencies_s=latencies)
+        dates = [p["recorded_at"] for p in plays if p.get("recorded_at")]
+        if dates:
+            ctx.data["recorded_at"] = max([*dates, ctx.data.get("recorded_at") or ""])
+        if all(p.get("latency_s") is not None for p in plays):
+            latencies = [round(float(p["latency_s"]), 4) for p in plays]
     if not faulted:
         ctx.record(
-            latencies_s=[round(a.latency_s, 4) for a in outcome.attempts],
+            latencies_s=latencies,
             attempts=len(outcome.attempts),
             successes=sum(1 for a in outcome.attempts if a.diagnosis is None),
         )
     ctx.record_images(outcome.images)
+    if not faulted:
+        from pytest_imagegen.checks.context import priced_params
+
+        ctx.record(
+            succeeded_params=[
+                priced_params(a.params) for a in outcome.attempts if a.diagnosis is None
+            ]
+        )
     return outcome
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from pytest_imagegen.checks import fixes
 from pytest_imagegen.checks.context import PROMPT, Call, CheckContext
 from pytest_imagegen.checks.registry import check
 from pytest_imagegen.errors import CassetteError
@@ -70,7 +71,10 @@ def _expect_refusal(ctx: CheckContext, param: str, **params: Any) -> None:
             )
         ctx.fail(
             f"the endpoint accepted {json.dumps(shown)} (HTTP {call.status}); "
-            f"{ctx.profile.name} must refuse it with invalid_request naming param {param!r}"
+            f"{ctx.profile.name} must refuse it with invalid_request naming param {param!r}",
+            call=call,
+            category="invalid_request",
+            fix=fixes.accepted(param, ctx.profile.name),
         )
     diagnosis = call.diagnosis
     if diagnosis.category != "invalid_request":
@@ -79,6 +83,7 @@ def _expect_refusal(ctx: CheckContext, param: str, **params: Any) -> None:
             f"invalid_request naming param {param!r}: {call.describe()}"
             + _gateway_note(call, param),
             call=call,
+            fix=fixes.refusal("invalid_request", call),
         )
     if diagnosis.param != param:
         ctx.fail(
@@ -86,6 +91,7 @@ def _expect_refusal(ctx: CheckContext, param: str, **params: Any) -> None:
             f"{diagnosis.param!r} instead of {param!r}: {call.describe()}"
             + _gateway_note(call, param),
             call=call,
+            fix=fixes.error_param(param),
         )
 
 
@@ -173,7 +179,18 @@ def valid_requests_succeed(ctx: CheckContext) -> None:
 
     send()
     if failures:
-        ctx.fail(f"a valid request failed: {failures[0]}")
+        # ``send`` stops sending after the first failure (its source, which seeds the draws,
+        # stays as recorded): the last call is the one that failed.
+        _valid_failed(ctx, ctx.calls[-1])
+
+
+def _valid_failed(ctx: CheckContext, call: Call) -> None:
+    fix = None
+    if call.diagnosis is not None and call.diagnosis.category == "malformed_response":
+        fix = fixes.wrong_images("size and format")
+    ctx.fail(
+        f"a valid request failed: {call.request_line()}: {call.describe()}", call=call, fix=fix
+    )
 
 
 def _cheap_quality(ctx: CheckContext) -> str | None:
@@ -256,7 +273,24 @@ def invalid_requests_refused(ctx: CheckContext) -> None:
 
     send()
     if failures:
-        ctx.fail(failures[0])
+        _invalid_failed(ctx, failures[0], ctx.calls[-1])
+
+
+def _invalid_failed(ctx: CheckContext, message: str, call: Call) -> None:
+    param = _planted_param(message)
+    if call.diagnosis is None:
+        fix = fixes.accepted(param, ctx.profile.name)
+    elif call.diagnosis.category != "invalid_request":
+        fix = fixes.refusal("invalid_request", call)
+    else:
+        fix = fixes.error_param(param)
+    ctx.fail(message, call=call, category="invalid_request", fix=fix)
+
+
+def _planted_param(message: str) -> str:
+    # "... naming 'seed': POST ..." -> seed
+    start = message.find("naming '") + len("naming '")
+    return message[start : message.find("'", start)] if start > 7 else "the parameter"
 
 
 def _replay_valid(ctx: CheckContext, recorded: list[dict[str, Any]]) -> None:
@@ -270,7 +304,7 @@ def _replay_valid(ctx: CheckContext, recorded: list[dict[str, Any]]) -> None:
     for body in bodies:
         call = ctx.generate(body, client=client)
         if not call.ok:  # one failure is enough
-            ctx.fail(f"a valid request failed: {call.request_line()}: {call.describe()}")
+            _valid_failed(ctx, call)
 
 
 def _replay_invalid(ctx: CheckContext, recorded: list[dict[str, Any]]) -> None:
@@ -282,9 +316,11 @@ def _replay_invalid(ctx: CheckContext, recorded: list[dict[str, Any]]) -> None:
         call = ctx.generate(body, client=client, expect_images=False)
         diagnosis = call.diagnosis
         if diagnosis is None or diagnosis.category != "invalid_request" or diagnosis.param != param:
-            ctx.fail(  # one failure is enough
+            _invalid_failed(  # one failure is enough
+                ctx,
                 f"an invalid request was not refused as invalid_request naming {param!r}: "
-                f"{call.request_line()}: {call.describe()}" + _gateway_note(call, param)
+                f"{call.request_line()}: {call.describe()}" + _gateway_note(call, param),
+                call,
             )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pytest_imagegen.checks import fixes
 from pytest_imagegen.checks.context import SERVERLESS_RESPONSE_CAP, Call, CheckContext
 from pytest_imagegen.checks.registry import check
 
@@ -16,6 +17,10 @@ def _generated(ctx: CheckContext, **params: Any) -> Call:
     if not call.ok:
         ctx.fail(f"the request {call.request_line()} failed: {call.describe()}", call=call)
     return call
+
+
+def _malformed(call: Call) -> bool:
+    return call.diagnosis is not None and call.diagnosis.category == "malformed_response"
 
 
 def _schema_problems(document: Any, content: bytes = b"") -> list[str]:
@@ -107,7 +112,11 @@ def requested_size(ctx: CheckContext) -> None:
         ctx.skip(f"profile {ctx.profile.name!r} lists no second concrete size to ask for")
     call = ctx.generate(**{**cheap, "size": sizes[0]})
     if not call.ok:
-        ctx.fail(f"the request {call.request_line()} failed: {call.describe()}", call=call)
+        ctx.fail(
+            f"the request {call.request_line()} failed: {call.describe()}",
+            call=call,
+            fix=fixes.wrong_images("size") if _malformed(call) else None,
+        )
 
 
 @check("response_shape")
@@ -121,7 +130,11 @@ def requested_format(ctx: CheckContext) -> None:
         ctx.skip(f"profile {ctx.profile.name!r} takes no output_format")
     call = ctx.generate(**{**ctx.cheap_params(), "output_format": formats[0]})
     if not call.ok:
-        ctx.fail(f"the request {call.request_line()} failed: {call.describe()}", call=call)
+        ctx.fail(
+            f"the request {call.request_line()} failed: {call.describe()}",
+            call=call,
+            fix=fixes.wrong_images("output_format") if _malformed(call) else None,
+        )
 
 
 @check("response_shape")

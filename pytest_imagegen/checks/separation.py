@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pytest_imagegen.checks import fixes
 from pytest_imagegen.checks.context import Call, CheckContext
 from pytest_imagegen.checks.registry import check
 
@@ -98,12 +99,16 @@ def chat_model_refused_by_images(ctx: CheckContext) -> None:
                 f"({seen.describe()}); it must refuse it (OpenAI answers 400 "
                 f"invalid_request_error)",
                 call=seen,
+                category="model_not_found",
+                fix=fixes.refusal("model_not_found", seen),
             )
         ctx.fail(
             f"the images endpoint answered chat model {chat_model!r} with HTTP {call.status} "
             f"and no usable image ({seen.diagnosis.message}) instead of refusing it (OpenAI "
             f"answers 400 invalid_request_error)",
             call=seen,
+            category="model_not_found",
+            fix=fixes.refusal("model_not_found", call),
         )
     if call.diagnosis.category not in _REFUSALS:
         _unjudged(ctx, call, f"chat model {chat_model!r} sent to the images endpoint")
