@@ -105,7 +105,7 @@ def note_failure(
     first; then the diagnosis of the endpoint's error. The hint is the fix on the endpoint
     when the check named one, else the diagnosis's advice.
     """
-    from pytest_imagegen.errors import PROBLEM_CLASS
+    from pytest_imagegen.classify.categories import PROBLEM_CLASS
 
     given = data.get("failure")
     failure: Mapping[str, Any] = given if isinstance(given, dict) else {}
@@ -899,7 +899,7 @@ def _test_entry(record: _Record, deviations: Iterable[str] = ()) -> dict[str, An
 def _problem_class(data: Mapping[str, Any]) -> str:
     """The problem class of a failure whose data names none: by its category, else by the
     area of its check (efficiency and cost checks fail on efficiency and cost)."""
-    from pytest_imagegen.errors import PROBLEM_CLASS
+    from pytest_imagegen.classify.categories import PROBLEM_CLASS
 
     category = _text(data.get("category"))
     if category is not None and category in PROBLEM_CLASS:
