@@ -250,8 +250,6 @@ REPORT_SCHEMA: dict[str, Any] = {
                     "cassette_status",
                     "cassette_live",
                     "cassette_unplayed",
-                    "deviations",
-                    "warned",
                 ],
                 "properties": {
                     "nodeid": {"type": "string"},
