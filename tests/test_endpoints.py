@@ -470,7 +470,10 @@ def test_azure_refusals_are_classified(ref: ReferenceServer) -> None:
         ("azure-access-denied", "authentication"),
     ):
         data = AZURE_ERRORS[case]
-        assert classify((data["status"], {}, data["body"].encode())).category == category
+        diagnosis = classify((data["status"], {}, data["body"].encode()))
+        assert diagnosis.category == category
+        if case == "azure-deployment-not-found":
+            assert "deployments table" in diagnosis.hint
 
 
 def test_reference_refuses_an_unknown_model_in_its_deployments() -> None:

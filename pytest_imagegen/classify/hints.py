@@ -368,8 +368,10 @@ _MODEL_HINTS: Mapping[str, str] = {
         "endpoint serves (chat models go to /chat/completions) and, on a relay, its alias."
     ),
     "deployment": (
-        "No Azure deployment has this name: the model must be the deployment name; check "
-        "it in the Azure portal (new deployments take a few minutes)."
+        "No Azure deployment has this name: the model is sent as the deployment name; "
+        "map each model to its deployment in the endpoint's deployments table (a model "
+        "without an entry goes under its own name) and check the name in the Azure portal "
+        "(new deployments take a few minutes)."
     ),
 }
 
