@@ -486,6 +486,7 @@ class ImagegenCassette(Cassette):  # type: ignore[misc]  # vcrpy has no type inf
             persister=AtomicPersister,
             record_mode=RecordMode(mode),
             match_on=(_method_path_matcher, _body_matcher),
+            skip_patchers=_absent_patchers(),
         )
         self._scrubber = scrubber
         self._session = session
@@ -943,7 +944,6 @@ def recording(
             if mode == "none":
                 stack.enter_context(_NetworkGuard(_refusal(session, path)))
             if cassette is not None:
-                cassette.skip_patchers = _absent_patchers()
                 for patcher in CassettePatcherBuilder(cassette).build():
                     stack.enter_context(patcher)
             yield session
