@@ -77,6 +77,43 @@ def inspect_image(data: bytes) -> ImageInfo:
         raise ValueError(f"not a decodable image ({len(data)} bytes): {exc}") from exc
 
 
+def image_mode(data: bytes) -> str:
+    """Pillow's mode of an image (``RGBA``, ``RGB``, ``LA``, ``L``, ``P``...); a palette
+    image with transparency counts as ``RGBA``. ValueError if ``data`` is no image."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            if im.mode == "P" and "transparency" in im.info:
+                return "RGBA"
+            return str(im.mode)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ValueError(f"not a decodable image ({len(data)} bytes): {exc}") from exc
+
+
+def make_mask(width: int, height: int) -> bytes:
+    """A PNG edit mask: opaque, with a fully transparent centre (the area to edit)."""
+    from PIL import Image, ImageDraw
+
+    im = Image.new("RGBA", (width, height), (0, 0, 0, 255))
+    ImageDraw.Draw(im).rectangle(
+        (width // 4, height // 4, 3 * width // 4, 3 * height // 4), fill=(0, 0, 0, 0)
+    )
+    return _encode(im, "png")
+
+
+def make_input_image(width: int, height: int, fmt: str = "png", *, seed: str = "") -> bytes:
+    """An edit input image: :func:`make_image` with an alpha channel for PNG (dall-e-2 needs
+    one when no mask is sent)."""
+    from PIL import Image
+
+    data = make_image(width, height, fmt, seed=seed)
+    if fmt != "png":
+        return data
+    with Image.open(io.BytesIO(data)) as im:
+        return _encode(im.convert("RGBA"), "png")
+
+
 def decode_b64(text: str) -> bytes:
     """Strict base64 decoding (accepts a ``data:`` URL prefix); ValueError when invalid."""
     if text.startswith("data:") and "," in text:

@@ -177,6 +177,18 @@ class Profile:
     # Request keys accepted beyond the ones the fields above govern (newer SDK keys such as
     # `safety_identifier`, or vendor extensions declared in a custom profile).
     extra_params: tuple[str, ...] = ()
+    # POST /images/edits: how many input images (0: the model has no edits), whether
+    # `input_fidelity` is taken, and whether the JSON variant (image references) is served.
+    edit_max_images: int = 16
+    input_fidelity: bool = True
+    edit_json: bool = True
+    # POST /images/variations (dall-e-2 only at OpenAI).
+    variations: bool = False
+
+    @property
+    def edits(self) -> bool:
+        """Does the model serve ``POST /images/edits``?"""
+        return self.edit_max_images > 0
 
     def accepts(self, param: str) -> bool:
         """Is ``param`` accepted at all as a request key (whatever its value)?"""
@@ -345,7 +357,9 @@ CUSTOM_SIZE_RULE = SizeRule(
 )
 
 
-def _gpt_image(name: str, prices: _Prices, *, size_rule: SizeRule | None = None) -> Profile:
+def _gpt_image(
+    name: str, prices: _Prices, *, size_rule: SizeRule | None = None, input_fidelity: bool = True
+) -> Profile:
     return Profile(
         name=name,
         family="gpt-image",
@@ -368,6 +382,7 @@ def _gpt_image(name: str, prices: _Prices, *, size_rule: SizeRule | None = None)
         returns_revised_prompt=False,
         prices=_with_auto(prices, sizes=True, quality=True),
         extra_params=("safety_identifier",),
+        input_fidelity=input_fidelity,
     )
 
 
@@ -392,7 +407,8 @@ _BUILTIN: tuple[Profile, ...] = (
     _gpt_image("gpt-image-2", _PRICES_GPT_IMAGE_2, size_rule=GPT_IMAGE_2_SIZE_RULE),
     _gpt_image("gpt-image-1.5", _PRICES_GPT_IMAGE_1_5),
     _gpt_image("gpt-image-1", _PRICES_GPT_IMAGE_1),
-    _gpt_image("gpt-image-1-mini", _PRICES_GPT_IMAGE_1_MINI),
+    # The spec: input_fidelity "is not supported for gpt-image-1-mini".
+    _gpt_image("gpt-image-1-mini", _PRICES_GPT_IMAGE_1_MINI, input_fidelity=False),
     Profile(
         name="dall-e-3",
         family="dall-e",
@@ -414,6 +430,9 @@ _BUILTIN: tuple[Profile, ...] = (
         returns_usage=False,
         returns_revised_prompt=True,
         prices=_PRICES_DALL_E_3,
+        edit_max_images=0,  # dall-e-3 has no edits (the spec's edit model enum lacks it)
+        input_fidelity=False,
+        edit_json=False,
     ),
     Profile(
         name="dall-e-2",
@@ -437,6 +456,11 @@ _BUILTIN: tuple[Profile, ...] = (
         returns_usage=False,
         returns_revised_prompt=False,
         prices=_PRICES_DALL_E_2,
+        # One square PNG per edit, multipart only; the only model with variations.
+        edit_max_images=1,
+        input_fidelity=False,
+        edit_json=False,
+        variations=True,
     ),
     Profile(
         name="custom",
@@ -462,6 +486,7 @@ _BUILTIN: tuple[Profile, ...] = (
         returns_revised_prompt=False,
         prices=_custom_prices(),
         extra_params=SDK_ONLY_PARAMS,
+        variations=True,
     ),
 )
 
@@ -759,7 +784,15 @@ _TUPLE_FIELDS = {
     "moderations",
     "extra_params",
 }
-_BOOL_FIELDS = {"output_compression", "streaming", "returns_usage", "returns_revised_prompt"}
+_BOOL_FIELDS = {
+    "output_compression",
+    "streaming",
+    "returns_usage",
+    "returns_revised_prompt",
+    "input_fidelity",
+    "edit_json",
+    "variations",
+}
 _INT_FIELDS = {"n_max", "prompt_max_chars"}
 _STR_FIELDS = {"family", "default_size", "default_quality", "default_response_format"}
 _SETTABLE = [f.name for f in fields(Profile) if f.name not in ("name", "parent")]
@@ -818,6 +851,10 @@ def _coerce(key: str, value: Any, where: str) -> Any:
     if key in _INT_FIELDS:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise bad("a positive integer")
+        return value
+    if key == "edit_max_images":
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 16:
+            raise bad("an integer from 0 (no edits) to 16")
         return value
     if key in _STR_FIELDS:
         if not isinstance(value, str) or not value:

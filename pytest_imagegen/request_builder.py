@@ -26,13 +26,19 @@ from pytest_imagegen.profiles import (
 )
 
 __all__ = [
+    "EDIT_FIELDS",
+    "VARIATION_FIELDS",
     "RequestShapeError",
+    "Upload",
     "Violation",
     "build_request",
     "check_request",
+    "coerce_form",
     "format_supported",
+    "validate_edit",
     "validate_request",
     "validate_sdk_types",
+    "validate_variation",
 ]
 
 # Parameters whose value must be one of the profile's listed values.
@@ -485,4 +491,294 @@ def check_request(body: Mapping[str, Any], profile: Profile) -> list[Violation]:
         return out
     seen = {v.param for v in out}
     out += [v for v in validate_sdk_types(body) if v.param not in seen]
+    return out
+
+
+# --------------------------------------------------------------------------- edits, variations
+
+#: Keys of a multipart ``POST /images/edits`` besides the files (spec CreateImageEditRequest,
+#: plus the SDK's newer ``safety_identifier``).
+EDIT_FIELDS: tuple[str, ...] = (
+    "prompt",
+    "model",
+    "n",
+    "size",
+    "response_format",
+    "output_format",
+    "output_compression",
+    "background",
+    "user",
+    "input_fidelity",
+    "stream",
+    "partial_images",
+    "quality",
+    "moderation",  # in the JSON variant only, accepted in both as OpenAI's SDK sends it
+    "safety_identifier",
+)
+#: Keys of a multipart ``POST /images/variations`` besides the file.
+VARIATION_FIELDS: tuple[str, ...] = ("model", "n", "response_format", "size", "user")
+# Form fields arrive as text; these are numbers or booleans once parsed.
+_INT_FIELDS = ("n", "output_compression", "partial_images")
+_BOOL_FIELDS = ("stream",)
+# What each family takes as input images (the spec's edit descriptions).
+_EDIT_MIMETYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+_DALLE2_MAX_BYTES = 4 * 1024 * 1024
+_GPT_IMAGE_MAX_BYTES = 50 * 1024 * 1024
+_ALPHA_MODES = ("RGBA", "LA", "L")
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One input file of an edit or variation: a multipart part, or a decoded data URL."""
+
+    field: str  # "image", "image[]", "mask" (or "images[0]" for the JSON variant)
+    data: bytes
+    content_type: str = "image/png"
+    filename: str | None = None
+
+
+def coerce_form(fields: Mapping[str, str]) -> dict[str, Any]:
+    """Multipart form values as the API reads them: ``n="2"`` -> 2, ``stream="true"`` -> True.
+
+    A value that does not parse is kept as text, so validation names it as the wrong type.
+    """
+    out: dict[str, Any] = {}
+    for key, value in fields.items():
+        if key in _INT_FIELDS and isinstance(value, str):
+            try:
+                out[key] = int(value.strip())
+                continue
+            except ValueError:
+                pass
+        if key in _BOOL_FIELDS and isinstance(value, str) and value.lower() in ("true", "false"):
+            out[key] = value.lower() == "true"
+            continue
+        out[key] = value
+    return out
+
+
+def _edit_models(what: str) -> tuple[str, ...]:
+    if what == "variations":
+        return tuple(n for n, p in PROFILES.items() if p.variations and p.family != "custom")
+    if what == "json":
+        return tuple(n for n, p in PROFILES.items() if p.edits and p.edit_json and n != "custom")
+    return tuple(n for n, p in PROFILES.items() if p.edits and n != "custom")
+
+
+def _unsupported_model(model: object, what: str) -> Violation:
+    allowed = sorted(_edit_models(what))
+    return Violation(
+        "model",
+        "invalid_value",
+        f"Invalid value: '{model}'. Supported values are: {format_supported(allowed)}.",
+        tuple(allowed),
+    )
+
+
+def _mimetypes(profile: Profile, *, mask: bool = False) -> tuple[str, ...]:
+    if mask or profile.family == "dall-e":
+        return ("image/png",)
+    return ("image/jpeg", "image/png", "image/webp")
+
+
+def _check_upload(
+    upload: Upload, index: int, profile: Profile, param: str, *, mask: bool = False
+) -> tuple[Violation | None, tuple[int, int] | None]:
+    """One input file: its declared type, its bytes, the family's limits. Returns the
+    violation (or None) and the decoded dimensions (None when it did not decode)."""
+    from pytest_imagegen.images import image_mode, inspect_image
+
+    allowed = _mimetypes(profile, mask=mask)
+    declared = (upload.content_type or "application/octet-stream").split(";")[0].strip().lower()
+    if declared not in allowed:
+        return (
+            Violation(
+                param,
+                "invalid_image_format",
+                f"Invalid file '{param}': unsupported mimetype ('{declared}'). Supported file "
+                f"formats are {format_supported(allowed)}.",
+                allowed,
+            ),
+            None,
+        )
+    try:
+        info = inspect_image(upload.data)
+    except ValueError:
+        info = None
+    if info is None or _EDIT_MIMETYPES.get(info.format) not in allowed:
+        what = "mask" if mask else f"image {index + 1}"
+        return (
+            Violation(
+                param,
+                "invalid_image_file",
+                f"Invalid image file: {what} could not be read as "
+                f"{' or '.join(a.split('/')[1].upper() for a in allowed)}; check the file.",
+            ),
+            None,
+        )
+    dims = (info.width, info.height)
+    limit = _DALLE2_MAX_BYTES if profile.family == "dall-e" or mask else _GPT_IMAGE_MAX_BYTES
+    if len(upload.data) >= limit:
+        return (
+            Violation(
+                param,
+                "invalid_value",
+                f"Invalid file '{param}': the file is {len(upload.data)} bytes; it must be "
+                f"smaller than {limit // (1024 * 1024)} MB.",
+            ),
+            dims,
+        )
+    if mask or profile.family == "dall-e":
+        label = "mask" if mask else "input"
+        if not mask and info.width != info.height:
+            return (
+                Violation(
+                    param,
+                    "invalid_value",
+                    f"Invalid input image - image must be square, got {info.width}x{info.height}.",
+                ),
+                dims,
+            )
+        mode = image_mode(upload.data)
+        if mode not in _ALPHA_MODES and (mask or profile.family == "dall-e"):
+            modes = "['RGBA', 'LA', 'L']"
+            return (
+                Violation(
+                    param,
+                    "invalid_value",
+                    f"Invalid {label} image - format must be in {modes}, got {mode}.",
+                ),
+                dims,
+            )
+    return None, dims
+
+
+def validate_edit(
+    fields: Mapping[str, Any],
+    profile: Profile,
+    *,
+    images: Sequence[Upload],
+    mask: Upload | None = None,
+    json_body: bool = False,
+) -> list[Violation]:
+    """Every violation of an ``images.edit`` request against ``profile``, OpenAI-worded.
+
+    ``fields`` are the non-file keys (form values already :func:`coerce_form`-ed); ``images``
+    the input files in order; ``mask`` the optional mask; ``json_body`` for the JSON variant
+    (``images`` as image references, GPT-image models only). Checks what
+    :func:`validate_request` checks, then: the model has edits (dall-e-3 has none), 1 to
+    ``edit_max_images`` images of an accepted type and size, dall-e-2's square PNG with
+    transparency, a PNG mask with alpha of the first image's size, ``input_fidelity``.
+    """
+    param = "images" if json_body else "image"
+    model = fields.get("model")
+    if not profile.edits or (json_body and not profile.edit_json):
+        return [_unsupported_model(model, "json" if json_body else "edits")]
+    base = {k: v for k, v in fields.items() if k not in ("input_fidelity", "moderation")}
+    out = []
+    for v in validate_request(base, profile):
+        if v.code == "invalid_value" and v.param == "model":
+            v = Violation(
+                v.param, v.code, v.message.replace("/images/generations", "/images/edits")
+            )
+        out.append(v)
+    fidelity = fields.get("input_fidelity")
+    if "input_fidelity" in fields and fidelity is not None:
+        if not profile.input_fidelity:
+            out.append(
+                Violation(
+                    "input_fidelity",
+                    "unsupported_parameter",
+                    "Unsupported parameter: 'input_fidelity' is not supported with this model.",
+                )
+            )
+        else:
+            bad = _enum("input_fidelity", fidelity, ("high", "low"))
+            if bad is not None:
+                out.append(bad)
+    if not images:
+        out.append(
+            Violation(
+                param, "missing_required_parameter", f"Missing required parameter: '{param}'."
+            )
+        )
+        return out
+    limit = profile.edit_max_images
+    if len(images) > limit:
+        if limit == 1 and not json_body:
+            out.append(
+                Violation(
+                    param,
+                    "invalid_type",
+                    f"Invalid type for '{param}': expected a file, but got an array instead.",
+                )
+            )
+        else:
+            out.append(
+                Violation(
+                    param,
+                    "array_above_max_length",
+                    f"Invalid '{param}': array too long. Expected an array with maximum length "
+                    f"{limit}, but got an array with length {len(images)} instead.",
+                )
+            )
+        return out
+    first: tuple[int, int] | None = None
+    for index, upload in enumerate(images):
+        problem, dims = _check_upload(upload, index, profile, param)
+        if problem is not None:
+            out.append(problem)
+            return out
+        if index == 0:
+            first = dims
+    if mask is not None:
+        problem, dims = _check_upload(mask, 0, profile, "mask", mask=True)
+        if problem is not None:
+            out.append(problem)
+        elif first is not None and dims is not None and dims != first:
+            out.append(
+                Violation(
+                    "mask",
+                    "invalid_value",
+                    f"Invalid mask image - the mask is {dims[0]}x{dims[1]}, but it must be the "
+                    f"same size as the first image ({first[0]}x{first[1]}).",
+                )
+            )
+    return out
+
+
+def validate_variation(
+    fields: Mapping[str, Any], profile: Profile, *, image: Upload | None
+) -> list[Violation]:
+    """Every violation of an ``images.create_variation`` request (dall-e-2 only)."""
+    if not profile.variations:
+        return [_unsupported_model(fields.get("model"), "variations")]
+    out = [
+        Violation(str(k), "unknown_parameter", f"Unknown parameter: '{k}'.")
+        for k in fields
+        if k not in VARIATION_FIELDS
+    ]
+    n = fields.get("n")
+    if n is not None:
+        bad = _int_range("n", n, 1, profile.n_max)
+        if bad is not None:
+            out.append(bad)
+    for key in ("size", "response_format"):
+        value = fields.get(key)
+        if value is not None and profile.allowed_values(key):
+            bad = (
+                _check_size(value, profile)
+                if key == "size"
+                else _enum(key, value, profile.allowed_values(key))
+            )
+            if bad is not None:
+                out.append(bad)
+    if image is None:
+        out.append(
+            Violation("image", "missing_required_parameter", "Missing required parameter: 'image'.")
+        )
+    else:
+        problem, _ = _check_upload(image, 0, profile, "image")
+        if problem is not None:
+            out.append(problem)
     return out

@@ -16,7 +16,7 @@ from _support import HTTP, REFERENCE_KEY, spec_validator
 
 from pytest_imagegen.classify import classify, malformed
 from pytest_imagegen.fallback import MalformedResponse, parse_images_response
-from pytest_imagegen.images import inspect_image, sniff_format
+from pytest_imagegen.images import inspect_image, make_input_image, make_mask, sniff_format
 from pytest_imagegen.reference import DEFECTS, FAULTS, ReferenceServer
 
 KEY = REFERENCE_KEY
@@ -289,11 +289,16 @@ CATEGORIES = {
 }
 
 
+# Faults that reshape a streamed answer only (tests/test_reference_surface.py covers them).
+STREAM_FAULTS = {"stream_stall", "stream_no_completed", "stream_buffered"}
+
+
 def test_every_fault_has_a_category():
-    assert set(CATEGORIES) == set(FAULTS)
+    assert set(CATEGORIES) | STREAM_FAULTS == set(FAULTS)
+    assert not set(CATEGORIES) & STREAM_FAULTS
 
 
-@pytest.mark.parametrize("fault", sorted(FAULTS))
+@pytest.mark.parametrize("fault", sorted(set(FAULTS) - STREAM_FAULTS))
 def test_fault_is_classified(server, fault):
     category, how = CATEGORIES[fault]
     # Waits: a fault long enough to outlast the client's short timeout.
@@ -474,6 +479,114 @@ def check_no_usage(server):
 def check_stalls(server):
     with pytest.raises(openai.APITimeoutError):
         sdk(server, timeout=0.3).images.generate(**BODY)
+
+
+STREAM = {**BODY, "stream": True, "partial_images": 1}
+
+
+def stream_names(server) -> list[str]:
+    response = post(server, STREAM)
+    assert response.status_code == 200
+    return [line[7:] for line in response.text.split("\n") if line.startswith("event: ")]
+
+
+def chunks(server) -> list[bytes]:
+    headers = {"Authorization": f"Bearer {KEY}"}
+    with (
+        httpx2.Client(timeout=20) as http,
+        http.stream(
+            "POST", server.base_url + "/images/generations", json=STREAM, headers=headers
+        ) as response,
+    ):
+        return [chunk for chunk in response.iter_raw() if chunk]
+
+
+def check_stream_buffered(server):
+    assert len(chunks(server)) == 1
+
+
+def check_stream_no_completed(server):
+    assert stream_names(server) == ["image_generation.partial_image"]
+
+
+def check_stream_stalls(server):
+    with pytest.raises(httpx2.ReadTimeout):
+        httpx2.post(
+            server.base_url + "/images/generations",
+            json=STREAM,
+            headers={"Authorization": f"Bearer {KEY}"},
+            timeout=0.5,
+        )
+
+
+def check_stream_extra_partials(server):
+    assert stream_names(server).count("image_generation.partial_image") == 2
+
+
+def check_stream_out_of_order(server):
+    assert stream_names(server)[0] == "image_generation.completed"
+
+
+EDIT_IMAGE = ("in.png", make_input_image(1024, 1024), "image/png")
+
+
+def check_edits_multipart_broken(server):
+    with pytest.raises(openai.BadRequestError) as info:
+        sdk(server).images.edit(model="gpt-image-1", prompt="x", image=EDIT_IMAGE)
+    assert "could not parse the JSON body" in info.value.message
+
+
+def check_edits_json_refused(server):
+    url = "data:image/png;base64," + base64.b64encode(EDIT_IMAGE[1]).decode()
+    with pytest.raises(openai.BadRequestError) as info:
+        sdk(server).post(
+            "/images/edits",
+            body={"model": "gpt-image-1", "prompt": "x", "images": [{"image_url": url}]},
+            cast_to=openai.types.ImagesResponse,
+        )
+    assert "multipart/form-data" in info.value.message
+
+
+def check_edits_single_image(server):
+    with pytest.raises(openai.BadRequestError) as info:
+        sdk(server).images.edit(model="gpt-image-1", prompt="x", image=[EDIT_IMAGE] * 2)
+    assert info.value.param == "image"
+
+
+def check_ignores_mask_size(server):
+    mask = ("m.png", make_mask(256, 256), "image/png")
+    sdk(server).images.edit(model="gpt-image-1", prompt="x", image=EDIT_IMAGE, mask=mask)
+
+
+def check_accepts_any_file(server):
+    text = ("a.txt", b"plain text", "text/plain")
+    sdk(server).images.edit(model="gpt-image-1", prompt="x", image=text)
+
+
+def check_no_input_fidelity(server):
+    with pytest.raises(openai.BadRequestError) as info:
+        sdk(server).images.edit(
+            model="gpt-image-1", prompt="x", image=EDIT_IMAGE, input_fidelity="high"
+        )
+    assert info.value.code == "unknown_parameter"
+
+
+def check_variations_for_all(server):
+    square = ("v.png", make_input_image(256, 256), "image/png")
+    assert sdk(server).images.create_variation(model="gpt-image-1", image=square).data
+
+
+TOOL = [{"type": "image_generation", "size": "1024x1536", "quality": "low"}]
+
+
+def check_responses_no_image(server):
+    output = sdk(server).responses.create(model="gpt-4o", input="x", tools=TOOL).output
+    assert "image_generation_call" not in [item.type for item in output]
+
+
+def check_responses_ignores_size(server):
+    item = sdk(server).responses.create(model="gpt-4o", input="x", tools=TOOL).output[0]
+    assert inspect_image(base64.b64decode(item.result)).size != "1024x1536"
 
 
 DEFECT_CHECKS = {

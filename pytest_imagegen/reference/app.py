@@ -170,8 +170,12 @@ class Reply:
     body: bytes
     content_type: str = "application/json"
     headers: list[tuple[str, str]] = field(default_factory=list)
-    delivery: str = "normal"  # normal | slow_body | truncated
+    delivery: str = "normal"  # normal | slow_body | truncated | events
     seconds: float = 0.0
+    # delivery "events": (seconds to wait first, bytes) pieces sent one by one (chunked),
+    # then, with ``stall_after``, a wait until the client gives up instead of the end.
+    events: list[tuple[float, bytes]] = field(default_factory=list)
+    stall_after: bool = False
 
 
 @dataclass
@@ -189,6 +193,14 @@ class Received:
     logged: LoggedRequest
     host: str
     azure: bool = False  # an Azure-style path (/openai/...)
+    # multipart/form-data: the text fields and the files (field name, filename, type, bytes)
+    form: dict[str, str] | None = None
+    files: list[tuple[str, str | None, str, bytes]] = field(default_factory=list)
+    # a stream fault taken for this request (stream_stall, stream_no_completed, ...)
+    stream_fault: Fault | None = None
+    # the normal answer to this request, for faults that answer normally in the end
+    # (generation by default; the edits route sets its own)
+    produce: Callable[[Received], Reply] | None = None
 
 
 @dataclass
@@ -207,6 +219,7 @@ class Generation:
     background: str
     stream: bool = False
     partial_images: int = 0
+    kind: str = "image_generation"  # the stream events' prefix: image_generation | image_edit
 
     @property
     def size(self) -> str:
@@ -234,6 +247,32 @@ def _parse_size(value: Any) -> tuple[int, int] | None:
         return None
     width, height = int(match.group(1)), int(match.group(2))
     return (width, height) if width >= 1 and height >= 1 else None
+
+
+def _parse_multipart(
+    raw: bytes, content_type: str
+) -> tuple[dict[str, str], list[tuple[str, str | None, str, bytes]]] | None:
+    """The text fields and files of a multipart body (werkzeug's parser); None if broken."""
+    import io
+
+    from werkzeug.formparser import parse_form_data
+
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "CONTENT_TYPE": content_type,
+        "CONTENT_LENGTH": str(len(raw)),
+        "wsgi.input": io.BytesIO(raw),
+    }
+    try:
+        _, form, files = parse_form_data(environ, silent=False)
+    except Exception:  # werkzeug raises its own errors for broken bodies
+        return None
+    fields = {key: form[key] for key in form}
+    uploads = [
+        (name, storage.filename, storage.mimetype or "application/octet-stream", storage.read())
+        for name, storage in files.items(multi=True)
+    ]
+    return fields, uploads
 
 
 def _read_body(environ: Mapping[str, Any]) -> bytes:
@@ -318,7 +357,10 @@ class ReferenceApp:
         self.server = server
         self._routes: dict[tuple[str, str], Callable[[Received], Reply]] = {
             ("POST", "/v1/images/generations"): self._generations,
+            ("POST", "/v1/images/edits"): self._edits,
+            ("POST", "/v1/images/variations"): self._variations,
             ("POST", "/v1/chat/completions"): self._chat,
+            ("POST", "/v1/responses"): self._responses,
             ("GET", "/v1/models"): self._models,
         }
 
@@ -361,7 +403,19 @@ class ReferenceApp:
         raw = _read_body(environ)
         body: Any = None
         json_ok = False
-        if raw:
+        form: dict[str, str] | None = None
+        files: list[tuple[str, str | None, str, bytes]] = []
+        if raw and "multipart/form-data" in headers.get("content-type", "").lower():
+            parsed = _parse_multipart(raw, headers["content-type"])
+            if parsed is not None:
+                form, files = parsed
+                # What the log shows: the fields, and each file by name, type and size.
+                body = {**form}
+                for name, filename, content_type, data in files:
+                    body.setdefault(name, []).append(
+                        {"filename": filename, "content_type": content_type, "bytes": len(data)}
+                    )
+        elif raw:
             try:
                 body = json.loads(raw)
                 json_ok = True
@@ -411,6 +465,8 @@ class ReferenceApp:
             release=self.server.release,
             logged=logged,
             host=host,
+            form=form,
+            files=files,
         )
 
     def _route(self, call: Received) -> Reply:
@@ -440,17 +496,25 @@ class ReferenceApp:
             phrase = HTTPStatus(reply.status).phrase
         except ValueError:
             phrase = ""
-        headers = [
-            ("Content-Type", reply.content_type),
-            ("Content-Length", str(len(reply.body))),
-            ("x-request-id", f"req_{uuid.uuid4().hex}"),
-            *reply.headers,
-        ]
+        headers = [("Content-Type", reply.content_type)]
+        if reply.delivery != "events":  # a stream's length is not known up front (chunked)
+            headers.append(("Content-Length", str(len(reply.body))))
+        headers += [("x-request-id", f"req_{uuid.uuid4().hex}"), *reply.headers]
         start_response(f"{reply.status} {phrase}".strip(), headers)
         return self._body(call, reply)
 
     def _body(self, call: Received, reply: Reply) -> Iterator[bytes]:
         try:
+            if reply.delivery == "events":
+                yield b""  # status line and headers go out now, as OpenAI's do
+                for wait_s, piece in reply.events:
+                    if wait_s > 0 and not self._wait(call, wait_s):
+                        raise Abort("stream interrupted")
+                    yield piece
+                if reply.stall_after:
+                    self._wait(call, self.server.max_stall_s)
+                    raise Abort("stream stalled")
+                return
             if reply.delivery == "truncated":
                 # The full Content-Length was promised; send half, then hang up.
                 yield reply.body[: len(reply.body) // 2]
@@ -822,7 +886,8 @@ class ReferenceApp:
                 param="size",
                 code="invalid_value",
             )
-        if not self._wait(call, server.latency_for(gen.quality)):
+        # A stream answers at once and spreads the latency over its events.
+        if not gen.stream and not self._wait(call, server.latency_for(gen.quality)):
             raise Abort("released while generating")
         return self._images(call, gen)
 
@@ -928,49 +993,35 @@ class ReferenceApp:
     def _images(self, call: Received, gen: Generation) -> Reply:
         data = [] if "empty_data" in self.server.defects else self._image_items(call, gen, gen.n)
         if gen.stream:
-            return self._stream(gen, data)
+            from pytest_imagegen.reference.streams import stream_reply
+
+            return stream_reply(self, call, gen, data)
         return Reply(200, _json(self._envelope(gen, data, count=gen.n)))
 
-    def _stream(self, gen: Generation, data: list[dict[str, Any]]) -> Reply:
-        """Server-sent events as the Images API streams them: partials, then completed."""
-        created = int(time.time())
-        common = {
-            "created_at": created,
-            "size": gen.size,
-            "quality": gen.quality,
-            "background": gen.background,
-            "output_format": gen.fmt,
-        }
-        events: list[tuple[str, dict[str, Any]]] = []
-        for item in data:
-            for index in range(gen.partial_images):
-                events.append(
-                    (
-                        "image_generation.partial_image",
-                        {
-                            "type": "image_generation.partial_image",
-                            "b64_json": item["b64_json"],
-                            **common,
-                            "partial_image_index": index,
-                        },
-                    )
-                )
-            completed = {
-                "type": "image_generation.completed",
-                "b64_json": item["b64_json"],
-                **common,
-            }
-            if "no_usage" not in self.server.defects:
-                completed["usage"] = self._usage(gen, 1)
-            events.append(("image_generation.completed", completed))
-        text = "".join(
-            f"event: {name}\ndata: {json.dumps(payload)}\n\n" for name, payload in events
-        )
-        return Reply(200, text.encode(), content_type="text/event-stream")
+    # -- edits, variations, responses (in their own modules) --------------------------------
+
+    def _edits(self, call: Received) -> Reply:
+        from pytest_imagegen.reference.edits import edits
+
+        return edits(self, call)
+
+    def _variations(self, call: Received) -> Reply:
+        from pytest_imagegen.reference.edits import variations
+
+        return variations(self, call)
+
+    def _responses(self, call: Received) -> Reply:
+        from pytest_imagegen.reference.responses import responses
+
+        return responses(self, call)
 
     # -- faults ----------------------------------------------------------------------------
 
-    def _fault(self, call: Received, fault: Fault) -> Reply:
+    def _fault(
+        self, call: Received, fault: Fault, produce: Callable[[Received], Reply] | None = None
+    ) -> Reply:
+        if produce is not None:
+            call.produce = produce
         server = self.server
         body = call.body if isinstance(call.body, dict) else {}
         if FAULT_KINDS[fault.name].shaped:
@@ -1002,16 +1053,27 @@ class ReferenceApp:
     ) -> Reply:
         if not self._wait(call, float(fault.option("seconds"))):
             raise Abort("slow headers interrupted")
-        return self._generate(call)
+        return self._normal(call)
 
     @_fault_reply("slow_body", "truncated_body")
     def _slow_delivery(
         self, call: Received, fault: Fault, body: dict[str, Any], model: str
     ) -> Reply:
-        reply = self._generate(call)
+        reply = self._normal(call)
         reply.delivery = "slow_body" if fault.name == "slow_body" else "truncated"
         reply.seconds = float(fault.option("seconds") or 0.0)
         return reply
+
+    @_fault_reply("stream_stall", "stream_no_completed", "stream_buffered")
+    def _stream_fault(
+        self, call: Received, fault: Fault, body: dict[str, Any], model: str
+    ) -> Reply:
+        call.stream_fault = fault  # applied to the events when they are sent
+        return self._normal(call)
+
+    def _normal(self, call: Received) -> Reply:
+        """The request's normal answer (after a delay, or to be sent in a broken way)."""
+        return (call.produce or self._generate)(call)
 
     @_fault_reply("auth_error")
     def _auth_fault(self, call: Received, fault: Fault, body: dict[str, Any], model: str) -> Reply:

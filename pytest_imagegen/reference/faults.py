@@ -118,6 +118,17 @@ FAULT_KINDS: Mapping[str, FaultKind] = MappingProxyType(
         "content_policy": FaultKind(
             "400 moderation_blocked (GPT-image models) or content_policy_violation (DALL-E models)",
         ),
+        "stream_stall": FaultKind(
+            "a streamed answer sends its partial images, then nothing until the client gives "
+            "up (no completed event)",
+        ),
+        "stream_no_completed": FaultKind(
+            "a streamed answer ends after its partial images, without the completed event",
+        ),
+        "stream_buffered": FaultKind(
+            "a streamed answer is held back and sent all at once at the end, as a buffering "
+            "gateway does",
+        ),
     }
 )
 
@@ -144,6 +155,21 @@ DEFECTS: Mapping[str, str] = MappingProxyType(
         "wrong_error_param": "validation errors carry 'param': null",
         "no_usage": "GPT-image answers carry no 'usage'",
         "stalls": "every image generation stalls (like the stall fault)",
+        "stream_buffered": "every stream is held back and sent all at once at the end",
+        "stream_no_completed": "streams end without their completed event",
+        "stream_stalls": "streams send their headers, then no event at all",
+        "stream_extra_partials": "streams send one partial image more than partial_images asks",
+        "stream_out_of_order": "streams send the completed event before the partial images",
+        "edits_multipart_broken": "multipart edits are read as JSON and refused (400 'We could "
+        "not parse the JSON body'), as by a gateway that breaks multipart",
+        "edits_json_refused": "the JSON variant of edits is refused (multipart only)",
+        "edits_single_image": "edits take one input image only",
+        "ignores_mask_size": "edit masks are not checked (any size or mode is accepted)",
+        "accepts_any_file": "edit and variation inputs are not checked (any file is accepted)",
+        "no_input_fidelity": "input_fidelity is refused as an unknown parameter",
+        "variations_for_all": "every image model makes variations (not just dall-e-2)",
+        "responses_no_image": "the Responses image_generation tool answers text only, no image",
+        "responses_ignores_size": "the Responses image_generation tool ignores the size asked",
     }
 )
 

@@ -177,6 +177,21 @@ class RequestLog:
         return self.filter(method="POST", path="/v1/images/generations")
 
     @property
+    def edits(self) -> list[LoggedRequest]:
+        """The ``POST /v1/images/edits`` requests (multipart bodies show fields and files)."""
+        return self.filter(method="POST", path="/v1/images/edits")
+
+    @property
+    def variations(self) -> list[LoggedRequest]:
+        """The ``POST /v1/images/variations`` requests."""
+        return self.filter(method="POST", path="/v1/images/variations")
+
+    @property
+    def responses(self) -> list[LoggedRequest]:
+        """The ``POST /v1/responses`` requests."""
+        return self.filter(method="POST", path="/v1/responses")
+
+    @property
     def last(self) -> LoggedRequest | None:
         """The most recent request, or None."""
         with self._lock:

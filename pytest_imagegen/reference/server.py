@@ -135,6 +135,7 @@ class ReferenceServer:
         accept_any_key: bool = False,
         admin_key: str | None = None,
         deployments: Mapping[str, str] | None = None,
+        stream_interval_s: float = 0.1,
     ) -> None:
         from pytest_imagegen.profiles import get_profile
 
@@ -166,6 +167,9 @@ class ReferenceServer:
             self.deployments[deployment] = model
         self.secret_headers: tuple[str, ...] = tuple(secret_headers)
         self.max_stall_s = _seconds(max_stall_s, "max_stall_s")
+        # The least time between two stream events: enough for a client to see them arrive
+        # one by one, so that a stream held back and sent at once can be told apart.
+        self.stream_interval_s = _seconds(stream_interval_s, "stream_interval_s")
         self.max_files = max_files
         # Upstream mode without a configured key: whatever key a gateway sends is accepted
         # (and logged masked, with its fingerprint).
