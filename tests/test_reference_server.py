@@ -309,7 +309,7 @@ def test_reset_restores_constructor_state():
 
 
 def test_faults_and_defects_are_documented():
-    assert len(FAULTS) == 23 and len(DEFECTS) == 16
+    assert len(FAULTS) == 26 and len(DEFECTS) == 30
     assert all(
         isinstance(text, str) and len(text) > 15 for text in [*FAULTS.values(), *DEFECTS.values()]
     )
@@ -344,7 +344,7 @@ def _cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
         (["serve", "--latency", "fast"], "argument --latency: latency must be a number"),
         (["serve", "--latency", "low=x"], "QUALITY=SECONDS"),
         (["serve", "--port", "70000"], "argument --port: 70000 is not a port number"),
-        (["serve", "--defect", "drop_n"], "unknown defect 'drop_n'; choose from: accepts_chat"),
+        (["serve", "--defect", "drop_n"], "unknown defect 'drop_n'; choose from: accepts_any_file, accepts_chat"),
         (["serve", "--bogus"], "unrecognized arguments: --bogus"),
         ([], "usage: pytest-imagegen"),
     ],

@@ -217,7 +217,7 @@ def _references(body: Any) -> tuple[list[Upload], Upload | None, list[Violation]
             )
         )
         return [], None, problems
-    images = []
+    images: list[Upload] = []
     for index, ref in enumerate(refs):
         upload, problem = _reference(ref, f"images[{index}]")
         if problem is not None:
