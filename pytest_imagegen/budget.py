@@ -292,15 +292,46 @@ def _supports_size(profile: Profile, size: str) -> bool:
 def _request_json(request: Any) -> Mapping[str, Any] | None:
     try:
         content = request.content
-    except Exception:  # a streaming request body that was not read: nothing to price
-        return None
+    except Exception:  # a body not read yet: a multipart upload (an edit) is read to price it
+        if "multipart/form-data" not in request.headers.get("content-type", "").lower():
+            return None
+        try:
+            content = request.read()  # httpx2 keeps the bytes, so the body is still sent
+        except Exception:
+            return None
     if not content:
         return None
+    content_type = request.headers.get("content-type", "")
+    if "multipart/form-data" in content_type.lower():
+        # An edit or variation: its text fields price it (quality, size, n) like a JSON body.
+        return _form_fields(content, content_type) or None
     try:
         body = json.loads(content)
     except (ValueError, UnicodeDecodeError):
         return None
     return body if isinstance(body, dict) else None
+
+
+def _form_fields(content: bytes, content_type: str) -> dict[str, Any]:
+    """The text fields of a multipart body, parsed as the API reads them (``n="2"`` -> 2)."""
+    from email.parser import BytesParser
+    from email.policy import HTTP
+
+    from pytest_imagegen.request_builder import coerce_form
+
+    head = f"Content-Type: {content_type}\r\n\r\n".encode("latin-1", "replace")
+    message = BytesParser(policy=HTTP).parsebytes(head + content)
+    fields: dict[str, str] = {}
+    if not message.is_multipart():
+        return fields
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        if not isinstance(name, str) or part.get_filename() is not None:
+            continue  # a file: it does not change the price
+        payload = part.get_payload(decode=True)
+        if isinstance(payload, bytes):
+            fields[name] = payload.decode("utf-8", "replace")
+    return coerce_form(fields)
 
 
 def is_billed(endpoint: Endpoint, request: Any) -> bool:

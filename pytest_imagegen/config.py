@@ -147,6 +147,9 @@ class Endpoint:
     api_key: str = field(default="", repr=False)
     api_key_env: str | None = None
     chat_model: str | None = None
+    # How the chat model may make images: "responses" (only through the Responses API's
+    # image_generation tool, checked by separation.chat_images_through_responses) or None.
+    chat_images: str | None = None
     timeout_s: float = 60.0
     deadline_s: float = 300.0
     max_retries: int = 0
@@ -319,6 +322,7 @@ PRECEDENCE: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("endpoint.api_key_env", (ENV, FILE, DEFAULT)),
     ("endpoint.image_model", (CLI, ENV, FILE, DEFAULT)),
     ("endpoint.chat_model", (CLI, ENV, FILE, DEFAULT)),
+    ("endpoint.chat_images", (FILE, DEFAULT)),
     ("endpoint.profile", (FILE, PROFILE)),
     ("endpoint.timeout_s", (ENV, FILE, DEFAULT)),
     ("endpoint.deadline_s", (ENV, FILE, DEFAULT)),
@@ -455,6 +459,7 @@ class EndpointConfig(_FileModel):
     api_key_env: str | None = None
     image_model: str
     chat_model: str | None = None
+    chat_images: Literal["responses"] | None = None
     profile: str | None = None
     timeout_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     deadline_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
@@ -872,6 +877,7 @@ def _describe_endpoint(ep: Endpoint) -> list[tuple[str, str, str]]:
         row("image_model", ep.image_model),
         row("profile", ep.profile.name),
         row("chat_model", ep.chat_model or "(none)"),
+        row("chat_images", ep.chat_images or "(none)"),
         (f"{p}.api_key", key_text, key_source),
         row("timeout_s", _show(ep.timeout_s)),
         row("deadline_s", _show(ep.deadline_s)),
@@ -1653,6 +1659,7 @@ def reference_endpoint_values() -> dict[str, Any]:
         "base_url": "",
         "image_model": "gpt-image-1.5",
         "chat_model": "gpt-4o-mini",
+        "chat_images": "responses",
         "timeout_s": 2.0,
         "deadline_s": 10.0,
         "max_retries": 0,
@@ -1778,6 +1785,7 @@ def _resolve_endpoint(
         profile=profile,
         api_key_env=values.get("api_key_env"),
         chat_model=chat_model,
+        chat_images=values.get("chat_images"),
         timeout_s=timeout_s,
         deadline_s=deadline_s,
         max_retries=int(values["max_retries"]),

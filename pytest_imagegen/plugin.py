@@ -560,7 +560,8 @@ def _imagegen_check_context(
         # Checks with scripted faults talk to the reference server directly: a stall cannot
         # be recorded, and what they test is the live behaviour. Through a gateway they are
         # recorded like the others, with what the upstream received next to the cassette.
-        if check.sends_requests and (gateway or not check.needs_faults):
+        # Timing checks never: vcrpy reads a whole answer before the client sees any of it.
+        if check.sends_requests and (gateway or not check.needs_faults) and not check.live_timing:
             cassette = stack.enter_context(
                 _cassette(item, endpoint, imagegen_settings, SUITE_CASSETTE_MODULE, check.id)
             )
@@ -570,6 +571,9 @@ def _imagegen_check_context(
             recorded = recorded_requests(cassette)
             plays = cassette.session.plays
             replaying = cassette.policy == "replay" and cassette.session.path.exists()
+        elif check.live_timing:
+            # No cassette, but the run replays: timing checks skip, saying so.
+            replaying = record_mode(item, imagegen_settings) == "none" and not endpoint.is_loopback
         if gateway:
             from pytest_imagegen.errors import ConfigError
             from pytest_imagegen.upstream import upstream_side

@@ -694,6 +694,8 @@ _SHORT = {
     "separation": "separ",
     "request_shape": "request",
     "response_shape": "response",
+    "edits": "edits",
+    "streaming": "stream",
     "errors": "errors",
     "fallback": "fallbk",
     "efficiency": "effic",

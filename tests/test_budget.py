@@ -140,6 +140,25 @@ def test_hooks_reserve_live_billable_requests_and_report_cost() -> None:
     assert budget.spent() == pytest.approx(0.011)
 
 
+def test_hooks_price_a_multipart_edit_by_its_form_fields() -> None:
+    budget = Budget(1.0)
+    costs: list[float] = []
+    with _client(event_hooks(budget, _endpoint(), on_cost=costs.append)) as client:
+        client.post(
+            "https://relay.example.invalid/v1/images/edits",
+            data={
+                "model": "gpt-image-1",
+                "prompt": "x",
+                "quality": "low",
+                "size": "1024x1024",
+                "n": "2",
+            },
+            files={"image": ("in.png", b"\x89PNG\r\n\x1a\n", "image/png")},
+        )
+    # Two low-quality 1024x1024 images, not the dearest price an unread body would get.
+    assert costs == [pytest.approx(0.022)]
+
+
 def test_hooks_refuse_a_request_over_the_cap_before_sending() -> None:
     budget = Budget(0.01)
     sent: list[httpx2.Request] = []

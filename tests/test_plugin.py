@@ -182,7 +182,7 @@ def test_select_checks_by_name_with_k(pytester: pytest.Pytester) -> None:
             "*= imagegen =*",
             "verdict: PASSED: 4 test(s), 4 passed*",
             "endpoint   separ",
-            "reference  4",
+            "reference  5",
         ]
     )
 
@@ -231,7 +231,9 @@ def test_suite_runs_against_a_configured_endpoint_and_skips_fault_checks(
     result.stdout.fnmatch_lines(
         ["SKIPPED [[]1[]] * endpoint 'local' has no chat_model; set one to run this check"]
     )
-    assert outcomes["skipped"] == 4
+    # Nor does it declare how its chat model makes images.
+    result.stdout.fnmatch_lines(["SKIPPED [[]1[]] * does not declare chat_images = *"])
+    assert outcomes["skipped"] == 5
     assert len(local.log.generations) > 0  # the requests really went to this server
 
 

@@ -72,7 +72,7 @@ def test_xdist_run_has_the_same_outcomes_and_one_merged_report(pytester: pytest.
     # One summary, printed by the controller, with the matrix.
     assert result.stdout.str().count("= imagegen =") == 1
     result.stdout.fnmatch_lines(
-        ["verdict: PASSED*", "reference  4  *8  *", "*imagegen report written to*"]
+        ["verdict: PASSED*", "reference  5  *8  *", "*imagegen report written to*"]
     )
 
 
@@ -82,8 +82,9 @@ def test_suite_runs_against_the_endpoint_another_project_names(
     pytester.makepyprojecttoml(_pyproject(local))
     result = pytester.runpytest(OPTION, "-rs")
     outcomes = result.parseoutcomes()
-    faults = sum(1 for c in PLAIN.values() if c.needs_faults)
-    assert outcomes == {"passed": len(PLAIN) - faults, "skipped": faults}, result.stdout.str()
+    # Skipped: the fault checks, and the Responses check (no chat_images declared).
+    skipped = sum(1 for c in PLAIN.values() if c.needs_faults) + 1
+    assert outcomes == {"passed": len(PLAIN) - skipped, "skipped": skipped}, result.stdout.str()
     report = json.loads((pytester.path / "imagegen-report.json").read_text())
     assert set(report["endpoints"]) == {"local"}
     assert {t["nodeid"].split("[")[-1] for t in report["tests"]} == {"local]"}
@@ -126,7 +127,11 @@ def test_suite_recorded_once_replays_offline_and_lists_unused_cassettes(
     record.assert_outcomes(passed=len(PLAIN))
     folder = pytester.path / "cassettes" / "reference" / "conformance"
     recorded = {p.stem for p in folder.glob("*.yaml")}
-    with_requests = {c.id for c in PLAIN.values() if c.sends_requests and not c.needs_faults}
+    with_requests = {
+        c.id
+        for c in PLAIN.values()
+        if c.sends_requests and not c.needs_faults and not c.live_timing
+    }
     assert recorded == with_requests
     stale = folder / "separation.retired_check.yaml"
     stale.write_text((folder / "separation.image_call_carries_image_model.yaml").read_text())

@@ -344,7 +344,10 @@ def _cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
         (["serve", "--latency", "fast"], "argument --latency: latency must be a number"),
         (["serve", "--latency", "low=x"], "QUALITY=SECONDS"),
         (["serve", "--port", "70000"], "argument --port: 70000 is not a port number"),
-        (["serve", "--defect", "drop_n"], "unknown defect 'drop_n'; choose from: accepts_any_file, accepts_chat"),
+        (
+            ["serve", "--defect", "drop_n"],
+            "unknown defect 'drop_n'; choose from: accepts_any_file, accepts_chat",
+        ),
         (["serve", "--bogus"], "unrecognized arguments: --bogus"),
         ([], "usage: pytest-imagegen"),
     ],

@@ -36,10 +36,22 @@ pytest_plugins = ["pytester"]
 EXPECTED: dict[str, tuple[str, set[str]]] = {
     "accepts_chat_model": ("separation", {"separation.chat_model_refused_by_images"}),
     "image_model_on_chat": ("separation", {"separation.image_model_refused_by_chat"}),
-    "drops_n": ("response_shape", {"response_shape.n_images"}),
-    "ignores_size": ("response_shape", {"response_shape.requested_size"}),
-    "ignores_format": ("response_shape", {"response_shape.requested_format"}),
-    "no_usage": ("response_shape", {"response_shape.usage"}),
+    "drops_n": (
+        "response_shape or size_format",
+        {"response_shape.n_images", "edits.size_format_and_n_honoured"},
+    ),
+    "ignores_size": (
+        "response_shape or size_format",
+        {"response_shape.requested_size", "edits.size_format_and_n_honoured"},
+    ),
+    "ignores_format": (
+        "response_shape or size_format",
+        {"response_shape.requested_format", "edits.size_format_and_n_honoured"},
+    ),
+    "no_usage": (
+        "response_shape or completed_with_usage",
+        {"response_shape.usage", "streaming.completed_with_usage"},
+    ),
     "empty_data": (
         "response_shape or fallback.chain",
         {
@@ -78,6 +90,23 @@ EXPECTED: dict[str, tuple[str, set[str]]] = {
     # Every generation stalls: only the stalled-primary check is run (each attempt waits
     # out its timeout, so a wider selection would only be slower).
     "stalls": ("stalled_primary", {"fallback.stalled_primary_falls_back"}),
+    "stream_buffered": ("streaming", {"streaming.not_buffered"}),
+    "stream_no_completed": ("streaming", {"streaming.completed_with_usage"}),
+    "stream_stalls": ("first_partial", {"streaming.first_partial_within_timeout"}),
+    "stream_extra_partials": ("streaming", {"streaming.no_more_partials_than_asked"}),
+    "stream_out_of_order": (
+        "streaming",
+        {"streaming.events_in_order", "streaming.edit_events_in_order"},
+    ),
+    "edits_multipart_broken": ("edits", {"edits.multipart_accepted", "edits.mask_accepted"}),
+    "edits_json_refused": ("edits", {"edits.json_image_references"}),
+    "edits_single_image": ("edits", {"edits.several_images_as_the_model_allows"}),
+    "ignores_mask_size": ("edits", {"edits.mask_of_another_size_refused"}),
+    "accepts_any_file": ("edits", {"edits.non_image_file_refused"}),
+    "no_input_fidelity": ("edits", {"edits.input_fidelity_as_the_model_allows"}),
+    "variations_for_all": ("edits", {"edits.variations_only_where_served"}),
+    "responses_no_image": ("chat_images", {"separation.chat_images_through_responses"}),
+    "responses_ignores_size": ("chat_images", {"separation.chat_images_through_responses"}),
 }
 
 

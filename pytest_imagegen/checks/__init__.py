@@ -20,6 +20,7 @@ from pytest_imagegen.checks.context import CheckSkipped
 from pytest_imagegen.checks.registry import (
     AREAS,
     NEEDS_FAULTS,
+    NEEDS_LIVE,
     NEEDS_UPSTREAM,
     REGISTRY,
     Check,
@@ -37,6 +38,7 @@ from pytest_imagegen.errors import ConformanceFailure
 __all__ = [
     "AREAS",
     "NEEDS_FAULTS",
+    "NEEDS_LIVE",
     "NEEDS_UPSTREAM",
     "REGISTRY",
     "Check",
@@ -55,6 +57,7 @@ __all__ = [
 # The areas register their checks on import.
 from pytest_imagegen.checks import (  # noqa: F401
     cost,
+    edits,
     efficiency,
     error_answers,
     fallback_chain,
@@ -62,4 +65,5 @@ from pytest_imagegen.checks import (  # noqa: F401
     request_shape,
     response_shape,
     separation,
+    streaming,
 )

@@ -40,6 +40,8 @@ __all__ = [
     "CheckContext",
     "CheckSkipped",
     "SentRequest",
+    "StreamCall",
+    "StreamEvent",
 ]
 
 #: The prompt of every suite request: fixed, so a replay sends byte-identical bodies.
@@ -69,7 +71,13 @@ EXCHANGE_HEADERS = (
 )
 
 _IMAGES_PATH = "/images/generations"
+_EDITS_PATH = "/images/edits"
+_VARIATIONS_PATH = "/images/variations"
 _CHAT_PATH = "/chat/completions"
+_RESPONSES_PATH = "/responses"
+
+#: An input file of an edit or variation as the SDK takes it: (filename, bytes, content type).
+FileTuple = tuple[str, bytes, str]
 
 
 class CheckSkipped(Exception):
@@ -151,6 +159,62 @@ def describe_diagnosis(diagnosis: Diagnosis) -> str:
     head = f"{diagnosis.category} ({', '.join(facts)})" if facts else str(diagnosis.category)
     message = " ".join((diagnosis.message or "").split())
     return f"{head}: {message}" if message else head
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    """One server-sent event as it arrived."""
+
+    name: str  # the ``event:`` line ("" when absent)
+    payload: Any  # the ``data:`` JSON (None when it is not JSON)
+    at_s: float  # seconds after the request was sent
+    read: int  # which network read completed it (0, 1, ...): equal reads arrived together
+
+
+@dataclass
+class StreamCall(Call):
+    """A streamed request: the events in arrival order, and how the stream ended."""
+
+    events: list[StreamEvent] = field(default_factory=list)
+    error: Diagnosis | None = None  # the stream broke off (timeout, reset) after its headers
+
+    @property
+    def partials(self) -> list[StreamEvent]:
+        return [e for e in self.events if e.name.endswith(".partial_image")]
+
+    @property
+    def completed(self) -> list[StreamEvent]:
+        return [e for e in self.events if e.name.endswith(".completed")]
+
+    def describe(self) -> str:
+        if self.diagnosis is not None:
+            return str(self.diagnosis)
+        names = ", ".join(e.name or "(unnamed)" for e in self.events) or "no event"
+        ended = f", then {self.error}" if self.error is not None else ""
+        return f"HTTP {self.status} {self.headers.get('content-type', '')}: {names}{ended}"
+
+
+def _sse_blocks(buffer: bytes) -> tuple[list[bytes], bytes]:
+    """Complete SSE blocks in ``buffer`` and what is left of it."""
+    buffer = buffer.replace(b"\r\n", b"\n")
+    *blocks, rest = buffer.split(b"\n\n")
+    return [b for b in blocks if b.strip()], rest
+
+
+def _sse_event(block: bytes, at_s: float, read: int) -> StreamEvent:
+    name, data = "", []
+    for line in block.decode("utf-8", "replace").split("\n"):
+        field_name, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if field_name == "event":
+            name = value
+        elif field_name == "data":
+            data.append(value)
+    try:
+        payload = json.loads("\n".join(data)) if data else None
+    except ValueError:
+        payload = None
+    return StreamEvent(name, payload, at_s, read)
 
 
 class CheckContext:
@@ -492,6 +556,191 @@ class CheckContext:
         self.note_replay(call)
         return call
 
+    def edit(
+        self,
+        images: Sequence[FileTuple],
+        *,
+        mask: FileTuple | None = None,
+        client: openai.OpenAI | None = None,
+        expect_images: bool = True,
+        **params: Any,
+    ) -> Call:
+        """``POST /images/edits`` as multipart through the SDK: ``images`` (one is sent as
+        ``image``, several as ``image[]``), an optional ``mask``, and ``params`` (``model``
+        defaults to the endpoint's image model, ``prompt`` to :data:`PROMPT`; None values are
+        left out). Like :meth:`generate`, never raises for an endpoint error."""
+        body = {"model": self.endpoint.image_model, "prompt": PROMPT}
+        body.update({k: v for k, v in params.items() if v is not None})
+        client = client or self.client()
+        kwargs, extra = _split_sdk_keywords(client.images.edit, body)
+        files: Any = images[0] if len(images) == 1 else list(images)
+        shown = {**body, "image": [f"<{f[2]} {len(f[1])} bytes>" for f in images]}
+        if mask is not None:
+            shown["mask"] = f"<{mask[2]} {len(mask[1])} bytes>"
+            kwargs["mask"] = mask
+        call = self._send(
+            "POST",
+            _EDITS_PATH,
+            shown,
+            lambda: client.images.with_raw_response.edit(
+                image=files, **kwargs, extra_body=extra or None
+            ),
+        )
+        return self._finish(call, client, expect_images)
+
+    def edit_json(
+        self,
+        body: Mapping[str, Any],
+        *,
+        client: openai.OpenAI | None = None,
+        expect_images: bool = True,
+    ) -> Call:
+        """``POST /images/edits`` with a JSON body (image references), sent as given
+        (``model`` and ``prompt`` filled in when absent)."""
+        import httpx2
+
+        full = {"model": self.endpoint.image_model, "prompt": PROMPT, **body}
+        client = client or self.client()
+        shown = {
+            **full,
+            "images": [f"<{len(json.dumps(r))} chars>" for r in full.get("images", [])],
+        }
+        call = self._send(
+            "POST",
+            _EDITS_PATH,
+            shown,
+            lambda: _RawResponse(client.post(_EDITS_PATH, body=full, cast_to=httpx2.Response)),
+        )
+        return self._finish(call, client, expect_images)
+
+    def variation(
+        self,
+        image: FileTuple,
+        *,
+        client: openai.OpenAI | None = None,
+        expect_images: bool = True,
+        **params: Any,
+    ) -> Call:
+        """``POST /images/variations`` (multipart) with ``image`` and ``params`` (``model``
+        defaults to the endpoint's image model)."""
+        body = {"model": self.endpoint.image_model}
+        body.update({k: v for k, v in params.items() if v is not None})
+        client = client or self.client()
+        kwargs, extra = _split_sdk_keywords(client.images.create_variation, body)
+        shown = {**body, "image": f"<{image[2]} {len(image[1])} bytes>"}
+
+        def send() -> Any:
+            import warnings
+
+            # The SDK marks variations deprecated (dall-e-2 is retired at OpenAI); the check
+            # calls it on purpose, to see the endpoint serve or refuse it.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                return client.images.with_raw_response.create_variation(
+                    image=image, **kwargs, extra_body=extra or None
+                )
+
+        call = self._send("POST", _VARIATIONS_PATH, shown, send)
+        return self._finish(call, client, expect_images)
+
+    def respond(self, body: Mapping[str, Any], *, client: openai.OpenAI | None = None) -> Call:
+        """``POST /responses`` through the SDK with ``body`` (model, input, tools, ...)."""
+        client = client or self.client()
+        kwargs, extra = _split_sdk_keywords(client.responses.create, body)
+        return self._send(
+            "POST",
+            _RESPONSES_PATH,
+            dict(body),
+            lambda: client.responses.with_raw_response.create(**kwargs, extra_body=extra or None),
+        )
+
+    def stream(
+        self,
+        *,
+        images: Sequence[FileTuple] | None = None,
+        client: openai.OpenAI | None = None,
+        **params: Any,
+    ) -> StreamCall:
+        """A streamed generation (or, with ``images``, a streamed multipart edit): the events
+        as they arrive, each with its arrival time and the network read that completed it.
+
+        ``stream=True`` is added; reading is bounded by the client's timeout per read. An
+        error status is in ``diagnosis``; a stream that breaks off after its headers keeps
+        the events that came and the reason in ``error``.
+        """
+        import openai
+
+        from pytest_imagegen.errors import classify
+
+        body = {"model": self.endpoint.image_model, "prompt": PROMPT}
+        body.update({k: v for k, v in params.items() if v is not None})
+        body["stream"] = True
+        client = client or self.client()
+        path = _EDITS_PATH if images else _IMAGES_PATH
+        method = (
+            client.images.with_streaming_response.edit
+            if images
+            else (client.images.with_streaming_response.generate)
+        )
+        kwargs, extra = _split_sdk_keywords(
+            client.images.edit if images else client.images.generate, body
+        )
+        if images:
+            kwargs["image"] = images[0] if len(images) == 1 else list(images)
+        call = StreamCall("POST", path, dict(body))
+        start = time.perf_counter()
+        try:
+            with method(**kwargs, extra_body=extra or None) as response:
+                http = response.http_response
+                call.status = http.status_code
+                call.headers = {k.lower(): v for k, v in http.headers.items()}
+                buffer, raw = b"", []
+                try:
+                    for read, chunk in enumerate(http.iter_bytes()):
+                        raw.append(chunk)
+                        blocks, buffer = _sse_blocks(buffer + chunk)
+                        at = time.perf_counter() - start
+                        call.events += [_sse_event(b, at, read) for b in blocks]
+                except Exception as exc:  # a read timeout or a reset mid-stream
+                    if isinstance(exc, BudgetExceededError):
+                        raise ConformanceFailure(str(exc)) from exc
+                    call.error = classify(exc)
+                call.content = b"".join(raw)
+        except openai.APIStatusError as exc:
+            call.status = exc.status_code
+            call.headers = {k.lower(): v for k, v in exc.response.headers.items()}
+            call.content = exc.response.content
+            call.diagnosis = classify(exc)
+        except openai.APIConnectionError as exc:
+            cause = _budget_cause(exc)
+            if cause is not None:
+                raise ConformanceFailure(str(cause)) from cause
+            call.diagnosis = classify(exc)
+        except BudgetExceededError as exc:
+            raise ConformanceFailure(str(exc)) from exc
+        call.latency_s = time.perf_counter() - start
+        completed = bool(call.completed) and call.error is None and call.diagnosis is None
+        self.record(
+            latencies_s=[round(call.latency_s, 4)],
+            attempts=1,
+            successes=1 if completed else 0,
+            response_bytes=len(call.content),
+        )
+        return call
+
+    def _finish(self, call: Call, client: openai.OpenAI, expect_images: bool) -> Call:
+        if expect_images:
+            if call.diagnosis is None:
+                self._parse_images(call, client)
+            self.record(
+                latencies_s=[round(call.latency_s, 4)],
+                attempts=1,
+                successes=1 if call.ok else 0,
+                response_bytes=len(call.content),
+            )
+            self.record_images(call.images)
+        return call
+
     def _send(self, method: str, path: str, body: dict[str, Any], send: Callable[[], Any]) -> Call:
         import openai
 
@@ -679,6 +928,13 @@ def _exchange(call: Call) -> dict[str, Any]:
         "replay_s": None if call.replay_s is None else round(call.replay_s, 4),
         "recorded_at": call.recorded_at,
     }
+
+
+class _RawResponse:
+    """An ``httpx2.Response`` dressed as the SDK's raw response (``.http_response``)."""
+
+    def __init__(self, response: Any) -> None:
+        self.http_response = response
 
 
 def _budget_cause(exc: BaseException) -> BudgetExceededError | None:

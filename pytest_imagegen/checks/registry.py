@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AREAS",
     "NEEDS_FAULTS",
+    "NEEDS_LIVE",
     "NEEDS_UPSTREAM",
     "REGISTRY",
     "Check",
@@ -45,6 +46,8 @@ AREAS = (
     "separation",
     "request_shape",
     "response_shape",
+    "edits",
+    "streaming",
     "errors",
     "fallback",
     "gateway",
@@ -56,6 +59,11 @@ AREAS = (
 NEEDS_FAULTS = (
     "needs fault injection: endpoint {name!r} is not the reference server and declares no "
     "upstream (see docs/gateways.md)"
+)
+#: The skip reason of a timing check when the endpoint's answers would come from a cassette.
+NEEDS_LIVE = (
+    "measures the timing of a live stream, which a cassette cannot keep: endpoint {name!r} is "
+    "replayed; run it live with --imagegen-record-mode=once (or new_episodes, all)"
 )
 #: The skip reason of a gateway check for an endpoint without an upstream.
 NEEDS_UPSTREAM = (
@@ -77,8 +85,13 @@ class Check:
     needs_faults: bool = False  # scripts faults on the reference server (or a gateway's upstream)
     sends_requests: bool = True
     needs_upstream: bool = False  # judges what a gateway's upstream received
+    # measures the timing of live traffic: runs without a cassette (vcrpy reads a whole
+    # answer before the client sees any of it), and is skipped when answers are replayed
+    live_timing: bool = False
 
     def __call__(self, ctx: CheckContext) -> None:
+        if self.live_timing and ctx.replaying:
+            raise CheckSkipped(NEEDS_LIVE.format(name=ctx.endpoint.name))
         if self.needs_upstream and not ctx.through_gateway:
             raise CheckSkipped(NEEDS_UPSTREAM.format(name=ctx.endpoint.name))
         if self.needs_faults and not ctx.can_inject_faults:
@@ -106,6 +119,7 @@ def check(
     needs_faults: bool = False,
     sends_requests: bool = True,
     needs_upstream: bool = False,
+    live_timing: bool = False,
 ) -> Callable[[Callable[[CheckContext], None]], Callable[[CheckContext], None]]:
     """Register the decorated function as check ``area.<function name>``."""
     if area not in AREAS:
@@ -128,6 +142,7 @@ def check(
             needs_faults=needs_faults,
             sends_requests=sends_requests,
             needs_upstream=needs_upstream,
+            live_timing=live_timing,
         )
         if entry.id in REGISTRY:
             raise ValueError(f"check {entry.id} is registered twice")
@@ -278,5 +293,7 @@ def catalogue() -> str:
             needs = " *(needs fault injection: the reference server or a gateway's upstream)*"
         if entry.needs_upstream:
             needs = " *(gateways with an upstream only)*"
+        if entry.live_timing:
+            needs = " *(live only: a cassette cannot keep the timing)*"
         lines.append(f"| `{entry.id}` | {entry.summary}{needs} | {entry.failure} |")
     return "\n".join(lines)

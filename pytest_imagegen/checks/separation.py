@@ -159,3 +159,69 @@ def _unjudged(ctx: CheckContext, call: Call, what: str) -> None:
             f"{diagnosis.category} before any verdict: {call.describe()}",
             call=call,
         )
+
+
+@check("separation")
+def chat_images_through_responses(ctx: CheckContext) -> None:
+    """Where the endpoint declares ``chat_images = "responses"``, the chat model makes images
+    only through the Responses API's ``image_generation`` tool: ``responses.create`` with the
+    tool answers an ``image_generation_call`` whose ``result`` is a valid image of the size
+    asked for, and without the tool no image comes back (the image itself is made by an
+    image model; a relay's image-making chat alias on chat completions is not this).
+
+    Fails with: "the Responses API with the image_generation tool answered no
+    image_generation_call (output: message)" or "the image_generation_call's image is
+    1024x1024, but 1024x1536 was asked for".
+    """
+    import base64
+
+    from pytest_imagegen.images import inspect_image
+
+    endpoint = ctx.endpoint
+    if endpoint.chat_images != "responses":
+        ctx.skip(
+            f'endpoint {endpoint.name!r} does not declare chat_images = "responses" (how its '
+            f"chat model makes images)"
+        )
+    if not endpoint.chat_model:
+        ctx.skip(f"endpoint {endpoint.name!r} declares chat_images but has no chat_model")
+    # A size other than the default, so an endpoint that ignores it is caught.
+    size = "1024x1536"
+    tool = {"type": "image_generation", "size": size, "quality": "low"}
+    call = ctx.respond({"model": endpoint.chat_model, "input": PROMPT_TEXT, "tools": [tool]})
+    if call.diagnosis is not None:
+        ctx.fail(
+            f"the Responses API refused chat model {endpoint.chat_model!r} with the "
+            f"image_generation tool: {call.describe()}",
+            call=call,
+        )
+    output = call.document.get("output") if isinstance(call.document, dict) else None
+    items = output if isinstance(output, list) else []
+    kinds = [item.get("type") for item in items if isinstance(item, dict)]
+    images = [
+        item
+        for item in items
+        if isinstance(item, dict) and item.get("type") == "image_generation_call"
+    ]
+    if not images:
+        ctx.fail(
+            f"the Responses API with the image_generation tool answered no "
+            f"image_generation_call (output: {', '.join(map(str, kinds)) or 'empty'})",
+            call=call,
+        )
+    result = images[0].get("result")
+    try:
+        info = inspect_image(base64.b64decode(result or "", validate=True))
+    except ValueError as exc:
+        ctx.fail(f"the image_generation_call's result is not a base64 image: {exc}", call=call)
+    if info.size != size:
+        ctx.fail(f"the image_generation_call's image is {info.size}, but {size} was asked for")
+    plain = ctx.respond({"model": endpoint.chat_model, "input": PROMPT_TEXT})
+    if plain.diagnosis is not None:
+        ctx.fail(f"the Responses API without tools failed: {plain.describe()}", call=plain)
+    output = plain.document.get("output") if isinstance(plain.document, dict) else None
+    if any(isinstance(i, dict) and i.get("type") == "image_generation_call" for i in output or []):
+        ctx.fail("the Responses API made an image without the image_generation tool")
+
+
+PROMPT_TEXT = "Draw: a red bicycle leaning against a white wall, flat illustration"
