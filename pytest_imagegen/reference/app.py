@@ -8,7 +8,6 @@ Wording, status codes and envelopes follow OpenAI's (the spec and real bodies ar
 from __future__ import annotations
 
 import base64
-import functools
 import html
 import json
 import logging
@@ -32,6 +31,14 @@ from pytest_imagegen.reference.log import (
     mask_header,
     mask_key,
 )
+from pytest_imagegen.reference.wire import (
+    MSG_BAD_JSON,
+    Abort,
+    Reply,
+    _image,
+    _json,
+    msg_model_not_found,
+)
 
 if TYPE_CHECKING:
     from pytest_imagegen.profiles import Profile
@@ -46,12 +53,6 @@ MSG_NO_KEY = (
     "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY), or as the password field (with "
     "blank username) if you're accessing the API from your browser and are prompted for a "
     f"username. You can obtain an API key from {API_KEYS_URL}."
-)
-MSG_BAD_JSON = (
-    "We could not parse the JSON body of your request. (HINT: This likely means you aren't using "
-    "your HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was "
-    "not valid JSON. If you have trouble figuring out how to fix this, please contact us through "
-    "our help center at help.openai.com.)"
 )
 MSG_SERVER_ERROR = "The server had an error while processing your request. Sorry about that!"
 MSG_OVERLOADED = "The engine is currently overloaded, please try again later"
@@ -79,10 +80,6 @@ def msg_bad_key(key: str) -> str:
     return (
         f"Incorrect API key provided: {mask_key(key)}. You can find your API key at {API_KEYS_URL}."
     )
-
-
-def msg_model_not_found(model: str) -> str:
-    return f"The model `{model}` does not exist or you do not have access to it."
 
 
 def msg_org_verification(model: str) -> str:
@@ -150,34 +147,6 @@ _FILES_PREFIX = "/v1/files/images/"
 ADMIN_PREFIX = "/_admin/"
 
 
-class Abort(ConnectionAbortedError):
-    """Raised by the app to end a connection without (the rest of) a response.
-
-    A ``ConnectionError`` subclass so werkzeug treats it as a dropped connection and stays
-    quiet; ``reset`` asks the request handler for a TCP reset instead of a normal close.
-    """
-
-    def __init__(self, reason: str = "aborted", *, reset: bool = False) -> None:
-        super().__init__(reason)
-        self.reset = reset
-
-
-@dataclass
-class Reply:
-    """A response decided but not sent yet; ``delivery`` says how its body goes out."""
-
-    status: int
-    body: bytes
-    content_type: str = "application/json"
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    delivery: str = "normal"  # normal | slow_body | truncated | events
-    seconds: float = 0.0
-    # delivery "events": (seconds to wait first, bytes) pieces sent one by one (chunked),
-    # then, with ``stall_after``, a wait until the client gives up instead of the end.
-    events: list[tuple[float, bytes]] = field(default_factory=list)
-    stall_after: bool = False
-
-
 @dataclass
 class Received:
     """One request being handled."""
@@ -224,19 +193,6 @@ class Generation:
     @property
     def size(self) -> str:
         return f"{self.width}x{self.height}"
-
-
-@functools.lru_cache(maxsize=64)
-def _image(width: int, height: int, fmt: str, seed: str) -> bytes:
-    # Cached: the same prompt and size give the same bytes, and encoding a large PNG costs
-    # tens of milliseconds, which would otherwise dominate a loopback benchmark.
-    from pytest_imagegen.images import make_image
-
-    return make_image(width, height, fmt, seed=seed)
-
-
-def _json(obj: Any) -> bytes:
-    return json.dumps(obj, ensure_ascii=False).encode("utf-8")
 
 
 def _parse_size(value: Any) -> tuple[int, int] | None:

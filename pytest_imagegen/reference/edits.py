@@ -15,7 +15,7 @@ import hashlib
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from pytest_imagegen.reference.app import MSG_BAD_JSON, Abort, Reply
+from pytest_imagegen.reference.wire import MSG_BAD_JSON, Abort, Reply
 
 if TYPE_CHECKING:
     from pytest_imagegen.profiles import Profile
@@ -169,7 +169,7 @@ def _profile(
     app: ReferenceApp, model: Any, fields: dict[str, Any]
 ) -> tuple[str, Profile | None, Reply | None]:
     """(name, profile, None), or a refusal for a chat or unknown model, as for generations."""
-    from pytest_imagegen.reference.app import msg_model_not_found
+    from pytest_imagegen.reference.wire import msg_model_not_found
 
     server = app.server
     if model is None:

@@ -14,7 +14,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from pytest_imagegen.reference.app import Abort, Reply, _image, _json, msg_model_not_found
+from pytest_imagegen.reference.wire import Abort, Reply, _image, _json, msg_model_not_found
 
 if TYPE_CHECKING:
     from pytest_imagegen.reference.app import Received as Call

@@ -17,8 +17,9 @@ import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from pytest_imagegen.reference.app import Generation, ReferenceApp, Reply
+    from pytest_imagegen.reference.app import Generation, ReferenceApp
     from pytest_imagegen.reference.app import Received as Call
+    from pytest_imagegen.reference.wire import Reply
 
 # Sizes and qualities the stream events' closed enums allow; others are sent as "auto".
 _EVENT_SIZES = frozenset({"1024x1024", "1024x1536", "1536x1024"})
@@ -34,7 +35,7 @@ def stream_events(
     app: ReferenceApp, call: Call, gen: Generation, data: list[dict[str, Any]]
 ) -> list[tuple[str, dict[str, Any]]]:
     """The (event name, payload) pairs of a stream, in the order they are sent."""
-    from pytest_imagegen.reference.app import _image
+    from pytest_imagegen.reference.wire import _image
 
     defects = app.server.defects
     fault = call.stream_fault.name if call.stream_fault is not None else None
@@ -86,7 +87,7 @@ def stream_reply(
     app: ReferenceApp, call: Call, gen: Generation, data: list[dict[str, Any]]
 ) -> Reply:
     """The streamed answer: headers at once, then the events over the generation latency."""
-    from pytest_imagegen.reference.app import Reply
+    from pytest_imagegen.reference.wire import Reply
 
     server = app.server
     defects = server.defects
