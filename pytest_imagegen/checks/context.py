@@ -670,7 +670,7 @@ class CheckContext:
         """
         import openai
 
-        from pytest_imagegen.errors import classify
+        from pytest_imagegen.classify import classify
 
         body = {"model": self.endpoint.image_model, "prompt": PROMPT}
         body.update({k: v for k, v in params.items() if v is not None})
