@@ -672,7 +672,7 @@ class CheckContext:
 
         from pytest_imagegen.classify import classify
 
-        body = {"model": self.endpoint.image_model, "prompt": PROMPT}
+        body: dict[str, Any] = {"model": self.endpoint.image_model, "prompt": PROMPT}
         body.update({k: v for k, v in params.items() if v is not None})
         body["stream"] = True
         client = client or self.client()

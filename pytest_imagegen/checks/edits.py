@@ -228,7 +228,7 @@ def variations_only_where_served(ctx: CheckContext) -> None:
     served = ctx.profile.variations
     if not served:
         _strict(ctx)
-    params = {}
+    params: dict[str, Any] = {}
     if "b64_json" in ctx.profile.response_formats:
         params["response_format"] = "b64_json"
     size = _INPUT_SIDE.get(ctx.profile.family, 1024)

@@ -30,6 +30,7 @@ class Host(Protocol):
     default_model: str
     secret_headers: tuple[str, ...]
     max_stall_s: float
+    stream_interval_s: float  # the least time between two stream events
     max_files: int
     defects: DefectSet
     faults: FaultScript

@@ -451,7 +451,7 @@ def _server_class() -> type[_Server]:
     """Define the werkzeug subclasses on first use, keeping werkzeug out of plain imports."""
     from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
 
-    from pytest_imagegen.reference.app import Abort
+    from pytest_imagegen.reference.wire import Abort
 
     class Handler(WSGIRequestHandler):
         # A client that connects and never sends its request cannot hold a thread forever.
