@@ -180,7 +180,7 @@ def test_select_checks_by_name_with_k(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(
         [
             "*= imagegen =*",
-            "verdict: PASSED: 4 test(s), 4 passed*",
+            "verdict: PASSED: 5 test(s), 5 passed*",
             "endpoint   separ",
             "reference  5",
         ]
