@@ -49,6 +49,10 @@ _NULL = "tag:yaml.org,2002:null"
 _BOOL = "tag:yaml.org,2002:bool"
 _INT = "tag:yaml.org,2002:int"
 _DECIMAL = re.compile(r"[-+]?(?:0|[1-9][0-9]*)\Z")
+_FLOAT = "tag:yaml.org,2002:float"
+# Plain decimal floats as the dumper writes them (latencies); YAML 1.1's other float forms
+# (1_000.5, sexagesimal, .inf, .nan) are left to the safe loader.
+_DECIMAL_FLOAT = re.compile(r"[-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?\Z")
 _RESOLVER = yaml.resolver.Resolver()
 _KEY = object()  # "the next scalar is a key" marker on the stack of open mappings
 
@@ -68,6 +72,8 @@ def _plain(value: str) -> Any:
         return value.lower() == "true"
     if tag == _INT and _DECIMAL.match(value):
         return int(value)
+    if tag == _FLOAT and _DECIMAL_FLOAT.match(value):
+        return float(value)
     raise _NotSimple  # yes/no/on/off, floats, octal, hex, timestamps, ...
 
 

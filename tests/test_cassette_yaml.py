@@ -159,3 +159,20 @@ def test_libyaml_is_used_when_available() -> None:
     if yaml.__with_libyaml__:
         assert _yaml.SafeLoader is yaml.CSafeLoader and _yaml.SafeDumper is yaml.CSafeDumper
         assert _yaml.WITH_LIBYAML
+
+
+def test_plain_floats_take_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cassettes carry latencies as plain floats; reading them must not fall back."""
+    if not _yaml.WITH_LIBYAML:
+        pytest.skip("PyYAML was built without libyaml")  # the fast path needs its parser
+    odd = "e: 1_000.5\n"  # YAML 1.1 float forms beyond plain decimals: the safe loader's
+    assert _yaml.load(odd) == _safe(odd) == {"e": 1000.5}
+    plain = "a: 0.29\nb: -1.5e+3\nc: .5\nd: 1.\nf: 1.0e5\n"
+    expected = _safe(plain)
+    assert expected == {"a": 0.29, "b": -1500.0, "c": 0.5, "d": 1.0, "f": "1.0e5"}
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("fell back to yaml.load")
+
+    monkeypatch.setattr(yaml, "load", refuse)
+    assert _yaml.load(plain) == expected
