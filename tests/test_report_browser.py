@@ -6,9 +6,11 @@ server: a passing one, and a failing one (the server with four defects). Each is
 scroll sideways at 360 px, and (failing run) show the first failure without scrolling.
 
 Needs ``pip install -e ".[browser]"`` (Playwright, whose own browser download is never
-used) and ``apt-get install chromium``. Without them the tests skip, saying what to
-install; with ``IMAGEGEN_REQUIRE_BROWSER=1`` (CI sets it) they fail instead, so CI can
-never pass by skipping them. ``IMAGEGEN_SCREENSHOT_DIR`` keeps the screenshots.
+used) and ``apt-get install chromium``, so the tests are marked ``browser`` and left out
+of a plain ``pytest`` run; ``pytest -m browser`` runs them (CI does). Without the browser
+they skip, saying what to install; with ``IMAGEGEN_REQUIRE_BROWSER=1`` (CI sets it) they
+fail instead, so CI can never pass by skipping them. ``IMAGEGEN_SCREENSHOT_DIR`` keeps the
+screenshots.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+pytestmark = pytest.mark.browser
 
 CHROMIUM = os.environ.get("IMAGEGEN_CHROMIUM", "/usr/bin/chromium")
 REQUIRED = os.environ.get("IMAGEGEN_REQUIRE_BROWSER") == "1"

@@ -579,6 +579,8 @@ class ReferenceApp:
             return self._azure_error(404, "DeploymentNotFound", MSG_AZURE_NO_DEPLOYMENT)
         if isinstance(call.body, dict):
             call.body = {**call.body, "model": model}  # the log keeps what was sent
+        if call.form is not None:  # multipart (edits, variations): the model is a form field
+            call.form = {**call.form, "model": model}
         return None
 
     def _azure_error(self, status: int, code: str, message: str) -> Reply:
