@@ -32,7 +32,7 @@ from pytest_imagegen.config import (
     load_settings,
 )
 from pytest_imagegen.reference import ReferenceServer
-from tests._support import DATA
+from _support import DATA
 
 pytest_plugins = ["pytester"]
 
@@ -429,7 +429,7 @@ AZURE_ERRORS = {c["id"]: c for c in json.loads((DATA / "azure-errors.json").read
 
 
 def _raw(ref: ReferenceServer, path: str, key: str | None) -> tuple[int, dict[str, Any]]:
-    from tests._support import HTTP
+    from _support import HTTP
 
     headers = {"api-key": key} if key else {}
     response = HTTP.post(f"{ref.url}{path}", json={"prompt": "a fox"}, headers=headers)
