@@ -17,6 +17,7 @@ import PIL.Image  # noqa: F401
 import pytest
 import vcr  # noqa: F401
 import werkzeug.serving  # noqa: F401
+from _support import DATA
 
 import pytest_imagegen.cassettes
 import pytest_imagegen.reference.app  # noqa: F401
@@ -32,7 +33,6 @@ from pytest_imagegen.config import (
     load_settings,
 )
 from pytest_imagegen.reference import ReferenceServer
-from _support import DATA
 
 pytest_plugins = ["pytester"]
 
