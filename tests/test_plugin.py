@@ -549,3 +549,19 @@ def test_missing_cassette_of_a_remote_endpoint_is_one_short_failure_per_test(
     assert not (pytester.path / "cassettes").exists() or not any(
         (pytester.path / "cassettes").rglob("*.yaml")
     )
+
+
+def test_keyless_replay_runs_the_wrong_key_check_from_its_cassette(
+    pytester: pytest.Pytester, local: ReferenceServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CI replays without the key: a check whose cassette exists replays, never skips."""
+    pytester.makepyprojecttoml(_endpoint_toml(local))
+    selection = ("-k", "wrong_key_is_authentication", "-p", "no:cacheprovider", "-rs")
+    recorded = pytester.runpytest(names.OPTION, "--imagegen-record-mode=once", *selection)
+    recorded.assert_outcomes(passed=1)
+    local.reset()
+    monkeypatch.delenv("LOCAL_KEY")
+    replayed = pytester.runpytest(names.OPTION, *selection)
+    replayed.assert_outcomes(passed=1)
+    assert "has no API key" not in replayed.stdout.str()
+    assert len(local.log) == 0, "the keyless replay reached the endpoint"
