@@ -32,6 +32,21 @@ REFERENCE_KEY = "sk-test-reference-key-0123456789abcdef"
 HTTP = httpx2.Client(timeout=30)
 
 
+def relay_endpoint(**changes: Any) -> Any:
+    """A remote-looking gpt-image-1 endpoint named ``relay`` (nothing is ever sent to it)."""
+    from pytest_imagegen.config import Endpoint
+    from pytest_imagegen.profiles import get_profile
+
+    values: dict[str, Any] = {
+        "name": "relay",
+        "base_url": "https://relay.example.invalid/v1",
+        "image_model": "gpt-image-1",
+        "profile": get_profile("gpt-image-1"),
+    }
+    values.update(changes)
+    return Endpoint(**values)
+
+
 def real_error_cases() -> list[dict[str, Any]]:
     """The cases of ``real-errors.json``: real bodies with the category each must get."""
     return json.loads(REAL_ERRORS.read_text(encoding="utf-8"))["cases"]

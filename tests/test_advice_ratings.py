@@ -3,24 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from _support import relay_endpoint
 
 from pytest_imagegen.advice import cost_advice, describe
-from pytest_imagegen.config import Endpoint
 from pytest_imagegen.profiles import get_profile
 from pytest_imagegen.ratings import RATINGS, UNACCEPTABLE, rate, threshold_problem
 
 GPT_IMAGE_1 = get_profile("gpt-image-1")
-
-
-def _endpoint(**changes: object) -> Endpoint:
-    values: dict = {
-        "name": "relay",
-        "base_url": "https://relay.example.invalid/v1",
-        "image_model": "gpt-image-1",
-        "profile": GPT_IMAGE_1,
-    }
-    values.update(changes)
-    return Endpoint(**values)
 
 
 @pytest.mark.parametrize(
@@ -67,7 +56,7 @@ def test_bad_thresholds_are_named_with_an_example(key: str, values: list, words:
 
 
 def test_cheapest_passing_parameters_and_the_saving() -> None:
-    endpoint = _endpoint()
+    endpoint = relay_endpoint()
     succeeded = [
         ("t::a", {"model": "gpt-image-1", "quality": "high", "size": "1024x1024"}),
         ("t::b", {"model": "gpt-image-1", "quality": "low", "size": "1024x1024"}),
@@ -91,14 +80,14 @@ def test_cheapest_passing_parameters_and_the_saving() -> None:
 
 
 def test_a_declared_fallback_model_of_the_family_counts_and_nothing_cheaper_says_so() -> None:
-    endpoint = _endpoint(fallback=({"model": "gpt-image-1-mini", "quality": "low"},))
+    endpoint = relay_endpoint(fallback=({"model": "gpt-image-1-mini", "quality": "low"},))
     succeeded = [("t::m", {"model": "gpt-image-1-mini", "quality": "low", "size": "1024x1024"})]
     advice = cost_advice(endpoint, succeeded)
     assert advice is not None
     # gpt-image-1-mini is of the same family and declared by the chain: advised.
     assert advice["cheapest_passing"]["params"]["model"] == "gpt-image-1-mini"
     assert advice["cheapest_passing"]["changes"]["model"] == "gpt-image-1-mini"
-    nothing = cost_advice(_endpoint(), [])
+    nothing = cost_advice(relay_endpoint(), [])
     assert nothing is not None and nothing["cheapest_passing"] is None
     assert nothing["saving_per_1000_images_usd"] == 0
     assert describe(nothing).endswith("nothing cheaper passed in this run")

@@ -8,24 +8,13 @@ from pathlib import Path
 
 import httpx2
 import pytest
+from _support import relay_endpoint
 
 from pytest_imagegen.budget import STATE_FILE, Budget, estimate_request, event_hooks
-from pytest_imagegen.config import Endpoint
 from pytest_imagegen.errors import BudgetExceededError
 from pytest_imagegen.profiles import get_profile
 
 GPT_IMAGE_1 = get_profile("gpt-image-1")
-
-
-def _endpoint(**changes: object) -> Endpoint:
-    values: dict = {
-        "name": "relay",
-        "base_url": "https://relay.example.invalid/v1",
-        "image_model": "gpt-image-1",
-        "profile": GPT_IMAGE_1,
-    }
-    values.update(changes)
-    return Endpoint(**values)
 
 
 def test_estimate_uses_profile_prices() -> None:
@@ -133,7 +122,7 @@ def _generate(client: httpx2.Client, **body: object) -> httpx2.Response:
 def test_hooks_reserve_live_billable_requests_and_report_cost() -> None:
     budget = Budget(1.0)
     costs: list[float] = []
-    with _client(event_hooks(budget, _endpoint(), on_cost=costs.append)) as client:
+    with _client(event_hooks(budget, relay_endpoint(), on_cost=costs.append)) as client:
         _generate(client, quality="low", size="1024x1024")
         client.get("https://relay.example.invalid/v1/models")  # not billed
     assert costs == [pytest.approx(0.011)]
@@ -143,7 +132,7 @@ def test_hooks_reserve_live_billable_requests_and_report_cost() -> None:
 def test_hooks_price_a_multipart_edit_by_its_form_fields() -> None:
     budget = Budget(1.0)
     costs: list[float] = []
-    with _client(event_hooks(budget, _endpoint(), on_cost=costs.append)) as client:
+    with _client(event_hooks(budget, relay_endpoint(), on_cost=costs.append)) as client:
         client.post(
             "https://relay.example.invalid/v1/images/edits",
             data={
@@ -162,7 +151,7 @@ def test_hooks_price_a_multipart_edit_by_its_form_fields() -> None:
 def test_hooks_refuse_a_request_over_the_cap_before_sending() -> None:
     budget = Budget(0.01)
     sent: list[httpx2.Request] = []
-    hooks = event_hooks(budget, _endpoint())
+    hooks = event_hooks(budget, relay_endpoint())
     hooks["request"].append(sent.append)  # runs only if the guard let the request through
     with _client(hooks) as client, pytest.raises(BudgetExceededError, match="would spend"):
         _generate(client, quality="low", size="1024x1024")
@@ -172,16 +161,16 @@ def test_hooks_refuse_a_request_over_the_cap_before_sending() -> None:
 
 def test_hooks_give_back_refused_requests() -> None:
     budget = Budget(1.0)
-    with _client(event_hooks(budget, _endpoint()), status=400) as client:
+    with _client(event_hooks(budget, relay_endpoint()), status=400) as client:
         _generate(client, quality="high", size="1024x1024")
     assert budget.spent() == 0
 
 
 def test_hooks_ignore_replayed_and_free_endpoints() -> None:
     budget = Budget(1.0)
-    with _client(event_hooks(budget, _endpoint(), is_live=lambda request: False)) as client:
+    with _client(event_hooks(budget, relay_endpoint(), is_live=lambda request: False)) as client:
         _generate(client, quality="high")
-    reference = _endpoint(name="reference", is_reference=True)
+    reference = relay_endpoint(name="reference", is_reference=True)
     with _client(event_hooks(budget, reference)) as client:
         _generate(client, quality="high")
     assert budget.spent() == 0
@@ -195,7 +184,7 @@ def test_hooks_refund_when_the_answer_was_replayed() -> None:
         played[0] += 1  # what a cassette does when it replays
         return httpx2.Response(200, json={"created": 1, "data": []})
 
-    hooks = event_hooks(budget, _endpoint(), replayed=lambda: played[0])
+    hooks = event_hooks(budget, relay_endpoint(), replayed=lambda: played[0])
     with httpx2.Client(transport=httpx2.MockTransport(answer), event_hooks=hooks) as client:
         _generate(client, quality="low", size="1024x1024")
     assert budget.spent() == 0
