@@ -93,41 +93,31 @@ def _azure_classes() -> tuple[type[openai.AzureOpenAI], type[openai.AsyncAzureOp
     """The Azure client classes, defined on first use so that openai loads only then."""
     import openai
 
-    class AzureOpenAI(openai.AzureOpenAI):
+    class _Deployments:
+        """Sends ``model`` through the endpoint's deployments (for both Azure clients)."""
+
+        deployments: dict[str, str]
+
+        def __init__(self, *, deployments: Mapping[str, str] = {}, **options: Any) -> None:
+            super().__init__(**options)
+            self.deployments = dict(deployments)
+
+        def _build_request(self, options: Any, *, retries_taken: int = 0) -> Any:
+            _map_model(options, self.deployments)
+            return super()._build_request(options, retries_taken=retries_taken)  # type: ignore[misc]
+
+        def copy(self, **changes: Any) -> Any:
+            copied = super().copy(**changes)  # type: ignore[misc]
+            copied.deployments = dict(self.deployments)
+            return copied
+
+        with_options = copy
+
+    class AzureOpenAI(_Deployments, openai.AzureOpenAI):
         """``openai.AzureOpenAI`` that sends ``model`` through the endpoint's deployments."""
 
-        def __init__(self, *, deployments: Mapping[str, str] = {}, **options: Any) -> None:
-            super().__init__(**options)
-            self.deployments: dict[str, str] = dict(deployments)
-
-        def _build_request(self, options: Any, *, retries_taken: int = 0) -> Any:
-            _map_model(options, self.deployments)
-            return super()._build_request(options, retries_taken=retries_taken)
-
-        def copy(self, **changes: Any) -> Any:
-            copied = super().copy(**changes)
-            copied.deployments = dict(self.deployments)
-            return copied
-
-        with_options = copy
-
-    class AsyncAzureOpenAI(openai.AsyncAzureOpenAI):
+    class AsyncAzureOpenAI(_Deployments, openai.AsyncAzureOpenAI):
         """``openai.AsyncAzureOpenAI`` that sends ``model`` through the deployments."""
-
-        def __init__(self, *, deployments: Mapping[str, str] = {}, **options: Any) -> None:
-            super().__init__(**options)
-            self.deployments: dict[str, str] = dict(deployments)
-
-        def _build_request(self, options: Any, *, retries_taken: int = 0) -> Any:
-            _map_model(options, self.deployments)
-            return super()._build_request(options, retries_taken=retries_taken)
-
-        def copy(self, **changes: Any) -> Any:
-            copied = super().copy(**changes)
-            copied.deployments = dict(self.deployments)
-            return copied
-
-        with_options = copy
 
     return AzureOpenAI, AsyncAzureOpenAI
 
