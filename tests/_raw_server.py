@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 
@@ -92,6 +93,9 @@ class RawServer:
     def __init__(self, behaviour: Behaviour) -> None:
         self.behaviour = behaviour
         self.requests: list[bytes] = []
+        # How each connection's behaviour ended other than by the client leaving: a test
+        # whose client sees the connection close early can say why.
+        self.errors: list[str] = []
         self.stop_event = threading.Event()
         self.got_request = threading.Event()
         self._sock = socket.socket()
@@ -120,8 +124,10 @@ class RawServer:
                 self.requests.append(request)
                 self.got_request.set()
                 self.behaviour(conn, request, self.stop_event)
-            except OSError:
+            except (BrokenPipeError, ConnectionResetError):
                 pass  # the client gave up: that is what most of these tests provoke
+            except BaseException:
+                self.errors.append(traceback.format_exc())
 
     def stop(self) -> None:
         self.stop_event.set()

@@ -67,14 +67,15 @@ def test_a_dribbled_body_ends_at_timeout_s_naming_the_limit_and_what_came() -> N
 
 def test_every_check_request_is_bounded_and_fails_as_timeout() -> None:
     # Finding 1: request_shape.request_is_valid and response_shape.schema ran ~156 s each.
-    with raw_server(dribble(_LONG_BODY, _PACE_S)) as server:
-        endpoint = _endpoint(server.url)
-        for check_id in ("response_shape.schema", "separation.image_model_refused_by_chat"):
-            ctx = CheckContext(endpoint)
+    for check_id in ("response_shape.schema", "separation.image_model_refused_by_chat"):
+        with raw_server(dribble(_LONG_BODY, _PACE_S)) as server:
+            ctx = CheckContext(_endpoint(server.url))
             with ctx.closing():
                 result = run_check(REGISTRY[check_id], ctx)
+            assert not server.errors, server.errors  # the server kept its side of the test
             assert result.status == "failed", (check_id, result)
-            assert result.diagnosis is not None and result.diagnosis.category == "timeout"
+            assert result.diagnosis is not None, result
+            assert result.diagnosis.category == "timeout", (result.message, server.errors)
             assert "timeout_s=1" in result.message, result.message
             assert "bytes of the body" in result.message, result.message
 
