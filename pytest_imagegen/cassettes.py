@@ -21,13 +21,10 @@ Status of a cassette after its block (:attr:`CassetteSession.status`, shown as
 ``recorded``
     at least one live interaction was added to the cassette (modes other than ``none``).
 ``live``
-    requests went live to a loopback endpoint and nothing was replayed or recorded: in
-    mode ``none`` with ``loopback_live``, either there is no cassette, or none of the
-    requests has a recording in the existing one.
-``partly live``
-    mode ``none`` with ``loopback_live``: some requests were replayed and the others,
-    which have no recording left in the cassette, went live to loopback (e.g. a test
-    that now sends a request it did not send when it was recorded). Nothing was recorded.
+    mode ``none`` with ``loopback_live`` and no cassette: the requests went live to a
+    loopback endpoint and nothing was recorded. A cassette that exists is replayed
+    strictly: a request it has no recording for is a :class:`CassetteError` naming the
+    record mode that adds it.
 ``unused``
     the block sent no HTTP request.
 """
@@ -190,11 +187,9 @@ def find_unused_cassettes(cassette_dir: Path | str, used_paths: Iterable[Path | 
 class CassetteSession:
     """What happened to one cassette during one ``recording()`` context.
 
-    ``status`` is one of ``"replayed"``, ``"recorded"``, ``"live"``, ``"partly live"`` and
-    ``"unused"`` (see the module docstring). ``played``, ``recorded`` and ``live`` count
-    requests answered from the cassette, recorded into it, and sent live to loopback past
-    an existing cassette that had no recording for them (with no cassette at all nothing
-    is intercepted, so ``live`` stays 0 and only the status says ``"live"``). ``unused``
+    ``status`` is one of ``"replayed"``, ``"recorded"``, ``"live"`` and ``"unused"`` (see
+    the module docstring). ``played`` and ``recorded`` count requests answered from the
+    cassette and recorded into it. ``unused``
     lists the recorded interactions this run never played, as
     ``"POST /v1/images/generations"``.
     """
@@ -204,7 +199,6 @@ class CassetteSession:
     status: str = "unused"
     played: int = 0
     recorded: int = 0
-    live: int = 0
     unused: tuple[str, ...] = ()
     error: CassetteError | None = field(default=None, repr=False)
     #: One entry per replayed answer, in play order: what the recording says about it,
@@ -237,7 +231,6 @@ class CassetteSession:
             "mode": self.mode,
             "played": self.played,
             "recorded": self.recorded,
-            "live": self.live,
             "unused": list(self.unused),
         }
 
@@ -465,10 +458,6 @@ class ImagegenCassette(Cassette):  # type: ignore[misc]  # vcrpy has no type inf
 
     Only interactions loaded from the file are replayed; what this run records is never
     replayed in the same run, so a later replay sees the same sequence of answers.
-
-    With ``loopback_live`` (mode ``none`` only), a request to a loopback host that has no
-    recording left is sent live instead of failing, and is neither recorded nor replayed
-    later: it is counted in ``session.live``.
     """
 
     def __init__(
@@ -478,7 +467,6 @@ class ImagegenCassette(Cassette):  # type: ignore[misc]  # vcrpy has no type inf
         mode: str,
         scrubber: Scrubber,
         session: CassetteSession,
-        loopback_live: bool = False,
     ):
         super().__init__(
             path,
@@ -495,7 +483,6 @@ class ImagegenCassette(Cassette):  # type: ignore[misc]  # vcrpy has no type inf
         self._recorded: list[int] = []
         self._key_memo: dict[tuple[Any, ...], Key] = {}
         self._lock = threading.RLock()
-        self._loopback_live = loopback_live and mode == "none"
         self.existed = False
 
     # vcrpy calls these with the live request -------------------------------------------------
@@ -537,10 +524,6 @@ class ImagegenCassette(Cassette):  # type: ignore[misc]  # vcrpy has no type inf
             return self._next_unplayed(key) is not None
 
     def filter_request(self, request: Request) -> Request | None:
-        # vcrpy sends a request live, without refusing it as write-protected, when this
-        # returns nothing; ``append`` then counts it instead of recording it.
-        if getattr(request, "_imagegen_live", False):
-            return None
         return self._prepare(request)[0]
 
     def _next_unplayed(self, key: Key) -> int | None:
@@ -550,7 +533,7 @@ class ImagegenCassette(Cassette):  # type: ignore[misc]  # vcrpy has no type inf
         return None
 
     def can_play_response_for(self, request: Request) -> bool:
-        if self.record_mode == RecordMode.ALL or getattr(request, "_imagegen_live", False):
+        if self.record_mode == RecordMode.ALL:
             return False
         key = self._key(request)
         with self._lock:
@@ -560,11 +543,6 @@ class ImagegenCassette(Cassette):  # type: ignore[misc]  # vcrpy has no type inf
                 self.play_counts[index] += 1
                 request._imagegen_reserved = index
                 return True
-        if self._loopback_live and is_loopback_host(urlsplit(request.uri).hostname):
-            # Nothing leaves the machine; a replay must not fail because the code under
-            # test now sends a request that differs from the recording.
-            request._imagegen_live = True
-            return False
         if self.write_protected:
             raise self._session._fail(CassetteError(self._no_match_message(key)))
         # The request goes out now: ``append`` measures its live latency from here.
@@ -603,10 +581,6 @@ class ImagegenCassette(Cassette):  # type: ignore[misc]  # vcrpy has no type inf
         return self._next_unplayed(key) is not None
 
     def append(self, request: Request, response: dict[str, Any]) -> None:
-        if getattr(request, "_imagegen_live", False):
-            with self._lock:
-                self._session.live += 1
-            return
         scrubbed, key = self._prepare(request)
         stored = self._scrubber.for_headers(request.headers).response(response)
         sent_at = getattr(request, "_imagegen_sent_at", None)
@@ -915,9 +889,10 @@ def recording(
     cassette does not exist, else replay only), ``new_episodes`` (replay what is recorded,
     record the rest), ``all`` (record everything again, keeping recorded requests that
     were not repeated). With ``loopback_live``, mode ``none`` lets requests to loopback
-    hosts go live instead of failing when the cassette is missing (status ``"live"``) or
-    has no recording left for them (counted in ``session.live``; status ``"live"`` or
-    ``"partly live"``); nothing is recorded, and requests to other hosts stay refused.
+    hosts go live when there is no cassette at all (status ``"live"``; nothing is
+    recorded, requests to other hosts stay refused). A cassette that exists is replayed
+    strictly whatever the host: a request it has no recording left for (an edited
+    recording, a changed test) is a :class:`CassetteError` naming the mode that adds it.
 
     A :class:`CassetteError` raised during the block is raised again when the block ends,
     even if the code under test caught it, so a missing recording never passes silently.
@@ -934,9 +909,7 @@ def recording(
     if mode == "none" and loopback_live and not path.exists():
         session.status = "live"
     else:
-        cassette = ImagegenCassette(
-            path, mode=mode, scrubber=scrubber, session=session, loopback_live=loopback_live
-        )
+        cassette = ImagegenCassette(path, mode=mode, scrubber=scrubber, session=session)
         cassette._load()
         session._cassette = cassette
     try:
@@ -961,8 +934,6 @@ def recording(
                 session.unused = cassette.unused_interactions()
                 if session.recorded:
                     session.status = "recorded"
-                elif session.live:
-                    session.status = "partly live" if session.played else "live"
                 elif session.played:
                     session.status = "replayed"
     if session.error is not None:
@@ -975,10 +946,9 @@ def recording(
 def live_policy(exists: bool, mode: str, loopback: bool) -> str:
     """Will a cassette's requests go out: ``live``, ``replay`` or ``mixed`` (per request)?"""
     if mode == "none":
-        # A loopback endpoint sends what its cassette lacks to the live server.
-        if loopback:
-            return "mixed" if exists else "live"
-        return "replay"
+        # A loopback endpoint with no cassette goes live; an existing cassette replays
+        # strictly (what it lacks is a CassetteError, never a silent live request).
+        return "live" if loopback and not exists else "replay"
     if mode == "once":
         return "replay" if exists else "live"
     if mode == "new_episodes":
@@ -1041,9 +1011,7 @@ def use_cassette(
             raise
     if session is not None:
         data["cassette_status"] = session.status
-        # What went live instead of being replayed, and the recordings left unplayed (an
-        # edited or outdated request), for the terminal summary.
-        data["cassette_live"] = session.live
+        # The recordings left unplayed (an edited or outdated request), for the report.
         data["cassette_unplayed"] = list(session.unused)
 
 

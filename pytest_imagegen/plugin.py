@@ -570,8 +570,7 @@ def _imagegen_check_context(
             # the hypothesis release and on the local modules imported.
             recorded = recorded_requests(cassette)
             plays = cassette.session.plays
-            # A loopback endpoint's replay is "mixed" (what the cassette lacks goes live), but
-            # what it holds replays all the same, whatever key is configured.
+            # What an existing cassette holds replays, whatever key is configured.
             replaying = cassette.policy != "live" and cassette.session.path.exists()
         elif check.live_timing:
             # No cassette, but the run replays: timing checks skip, saying so.

@@ -19,7 +19,7 @@ EVERY_S = 5.0
 ENV_EVERY_S = "IMAGEGEN_PROGRESS_S"
 
 #: Cassette statuses of tests whose requests really went out.
-_LIVE = frozenset({"recorded", "live", "partly live"})
+_LIVE = frozenset({"recorded", "live"})
 
 
 def every_s(env: Mapping[str, str]) -> float:

@@ -608,31 +608,23 @@ def render_terminal(doc: Mapping[str, Any], verbosity: int = 0) -> list[str]:
 
 
 def _terminal_went_live(tests: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Replays that sent requests live to a loopback endpoint: said out loud."""
-    went_live = [t for t in tests if t.get("cassette_status") in ("live", "partly live")]
+    """Replays in which a loopback endpoint with no cassette was reached live: said out loud."""
+    went_live = [t for t in tests if t.get("cassette_status") == "live"]
     if not went_live:
         return []
     lines = [
         "",
         *_wrap(
-            f"went live during replay ({len(went_live)}): requests with no recording left in "
-            "the cassette were sent to the loopback endpoint, and nothing was recorded:",
+            f"went live during replay ({len(went_live)}): these tests have no cassette, so "
+            "their requests were sent to the loopback endpoint, and nothing was recorded:",
             "",
             "  ",
         ),
     ]
     for test in went_live:
-        live = test.get("cassette_live") or 0
-        what = f"{test['cassette_status']}" + (f", {live} live request(s)" if live else "")
-        lines += _wrap(f"{test['nodeid']}: {what}", "  ", "      ")
-        unplayed = test.get("cassette_unplayed") or []
-        if unplayed:
-            lines += _wrap(
-                f"recorded but not replayed (edited?): {', '.join(unplayed)}", "      ", "      "
-            )
+        lines += _wrap(f"{test['nodeid']}: no cassette at {test.get('cassette')}", "  ", "      ")
     lines += _wrap(
-        "re-record them with --imagegen-record-mode=new_episodes (adds what is missing) "
-        "or =all (records them again)",
+        "record them with --imagegen-record-mode=once (records what has no cassette)",
         "  ",
         "  ",
     )
@@ -887,7 +879,6 @@ def _test_entry(record: _Record, deviations: Iterable[str] = ()) -> dict[str, An
         "response_bytes": _count(data.get("response_bytes")),
         "cassette": _text(data.get("cassette")),
         "cassette_status": _text(data.get("cassette_status")),
-        "cassette_live": _count(data.get("cassette_live")),
         "cassette_unplayed": [str(x) for x in data.get("cassette_unplayed") or ()],
         "deviations": warnings,
         "warned": outcome == "warned",

@@ -30,7 +30,7 @@ MEASURE_KEYS = (
     "deviations",  # DeviationWarning messages (outcome "warned" when the test passed)
 )
 #: The cassette the test used and what became of it.
-CASSETTE_KEYS = ("cassette", "cassette_status", "cassette_live", "cassette_unplayed")
+CASSETTE_KEYS = ("cassette", "cassette_status", "cassette_unplayed")
 
 KEYS = (*IDENTITY_KEYS, *VERDICT_KEYS, *MEASURE_KEYS, *CASSETTE_KEYS)
 

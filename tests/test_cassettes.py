@@ -1318,7 +1318,6 @@ def test_session_dataclass_defaults(tmp_path: Path) -> None:
         "mode": "none",
         "played": 0,
         "recorded": 0,
-        "live": 0,
         "unused": [],
     }
     assert cassettes.CASSETTE_SUFFIX == ".yaml"

@@ -1,6 +1,7 @@
 """Cassettes end to end, run as users run them: the suite recorded against the embedded
 reference endpoint, replayed offline (also under pytest-xdist), damaged, and replayed from
-this repo's own ``cassettes/``; plus the loopback tolerance of record mode ``none``.
+this repo's own ``cassettes/``; plus record mode ``none`` on loopback (strict replay of a
+cassette that exists, live when there is none).
 
 The runs that record or replay hypothesis-drawn requests run in a fresh process
 (``runpytest_subprocess``): hypothesis mixes constants of the local modules already
@@ -312,12 +313,14 @@ def test_recording_is_small_secret_free_and_replays_without_reaching_the_server(
     assert json.loads((pytester.path / "replay.json").read_text())["unused_cassettes"] == []
 
 
-def test_request_the_cassette_lacks_goes_live_to_the_reference_endpoint(
+def test_request_the_cassette_lacks_is_a_cassette_error_even_on_the_reference_endpoint(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, serial: Path
 ) -> None:
-    """What an older recording does to a replay: a request has no recording. Against the
-    (loopback) reference endpoint it goes live, and the run passes. The checks that draw
-    their requests send what their cassette recorded instead of drawing again."""
+    """What an older (or hand-edited) recording does to a replay: a request has no
+    recording. Against the loopback reference endpoint too, the test fails naming the
+    cassette, the request, what differs and the record modes that add it; nothing goes
+    live. The checks that draw their requests send what their cassette recorded instead of
+    drawing again, so an edited drawn request still replays."""
     out = _pytester_env(pytester, monkeypatch)
     pytester.makepyprojecttoml('[tool.imagegen]\ncassette_dir = "cassettes"\n')
     cassettes = _copy_recording(serial, pytester.path)
@@ -343,20 +346,62 @@ def test_request_the_cassette_lacks_goes_live_to_the_reference_endpoint(
         "--imagegen-report=replay.json",
         timeout=RUN_TIMEOUT_S,
     )
-    result.assert_outcomes(passed=2, deselected=len(PLAIN) - 2)
-    statuses = _statuses(_report(pytester.path / "replay.json"))
-    assert statuses == {
-        # The recorded body, edited prompt and all, is what the check sent.
-        "request_shape.valid_requests_succeed": "replayed",
-        # Two of its three identical requests replayed, the third went live.
-        "efficiency.latency_and_success_rate": "partly live",
-    }
-    assert _hits(out) == {
-        "request_shape.valid_requests_succeed": 0,
-        "efficiency.latency_and_success_rate": 1,
-    }
+    result.assert_outcomes(passed=1, failed=1, deselected=len(PLAIN) - 2)
+    report = _report(pytester.path / "replay.json")
+    # The recorded body, edited prompt and all, is what the drawing check sent.
+    assert report["request_shape.valid_requests_succeed"]["outcome"] == "passed"
+    assert report["request_shape.valid_requests_succeed"]["cassette_status"] == "replayed"
+    # Three identical requests; the edited recording matches none of them.
+    lacking = cassettes / SUITE_FOLDER / "efficiency.latency_and_success_rate.yaml"
+    assert report["efficiency.latency_and_success_rate"]["outcome"] == "failed"
+    result.stdout.fnmatch_lines(
+        [
+            f"*Cassette {lacking} has no recording left for POST /v1/images/generations*",
+            "*record with:*",
+            "*pytest --imagegen --imagegen-record-mode=new_episodes*",
+            "*pytest --imagegen --imagegen-record-mode=all*",
+        ]
+    )
+    result.stdout.no_fnmatch_line("*Traceback*")
+    result.stdout.no_fnmatch_line("*went live during replay*")
+    assert _hits(out) == dict.fromkeys(edited, 0), "a request went live past its cassette"
     for path, content in before.items():
         assert path.read_bytes() == content, "a replay in mode none wrote to the cassette"
+    assert _probe_lines(out, "outbound.jsonl") == []
+
+
+def test_missing_cassette_on_the_reference_endpoint_goes_live_and_is_named(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, serial: Path
+) -> None:
+    """The documented exception: a loopback endpoint with no cassette at all goes live in
+    mode ``none`` (the reference endpoint is local and free), records nothing, and the
+    terminal summary names the test and the mode that records it."""
+    out = _pytester_env(pytester, monkeypatch)
+    pytester.makepyprojecttoml('[tool.imagegen]\ncassette_dir = "cassettes"\n')
+    cassettes = _copy_recording(serial, pytester.path)
+    missing = cassettes / SUITE_FOLDER / "separation.image_call_carries_image_model.yaml"
+    missing.unlink()
+    before = _snapshot(cassettes)
+    result = pytester.runpytest(
+        OPTION,
+        "-k",
+        "image_call_carries_image_model",
+        "-p",
+        "imagegen_e2e_probe",
+        "-p",
+        "no:cacheprovider",
+        "--imagegen-report=replay.json",
+    )
+    result.assert_outcomes(passed=1, deselected=len(PLAIN) - 1)
+    report = _report(pytester.path / "replay.json")
+    assert report["separation.image_call_carries_image_model"]["cassette_status"] == "live"
+    assert _hits(out)["separation.image_call_carries_image_model"] > 0
+    # The summary wraps long lines: read it with the wrapping undone.
+    summary = "".join(line.strip() for line in result.outlines)
+    assert "went live during replay (1)" in summary
+    assert f"image_call_carries_image_model[reference]: no cassette at {missing}" in summary
+    assert "record them with --imagegen-record-mode=once" in summary
+    assert _snapshot(cassettes) == before
     assert _probe_lines(out, "outbound.jsonl") == []
 
 
@@ -573,49 +618,68 @@ def _prompts(reference: ReferenceServer, since: int) -> list[str]:
     return [r.body["prompt"] for r in reference.log.snapshot()[since:]]
 
 
-def test_loopback_request_with_no_recording_goes_live_and_nothing_is_written(
+def test_loopback_request_with_no_recording_is_a_cassette_error_naming_the_modes(
     reference: ReferenceServer, tmp_path: Path
 ) -> None:
+    """Issue 10, item 6: an edited (or new) request in mode ``none`` never goes live past an
+    existing cassette, even to loopback: the test fails naming the file, the request, what
+    differs and the record modes that add it."""
     path = tmp_path / "c.yaml"
     recorded = _record(reference, path, "a cat")
     listing = sorted(p.name for p in tmp_path.iterdir())
     since = len(reference.log)
-    with recording(path, mode="none", secrets=[reference.api_key], loopback_live=True) as session:
+    with (
+        pytest.raises(CassetteError) as excinfo,
+        recording(path, mode="none", secrets=[reference.api_key], loopback_live=True) as session,
+    ):
         assert _generate(reference.base_url, "a cat", api_key=reference.api_key) == 1
-        assert _generate(reference.base_url, "a dog", api_key=reference.api_key) == 1
-        # Asked more often than recorded: the second one goes live too.
-        assert _generate(reference.base_url, "a cat", api_key=reference.api_key) == 1
-    assert (session.status, session.played, session.live, session.recorded) == (
-        "partly live",
-        1,
-        2,
-        0,
-    )
-    assert session.summary()["cassette_status"] == "partly live"
-    assert session.summary()["live"] == 2
-    assert _prompts(reference, since) == ["a dog", "a cat"]
+        _generate(reference.base_url, "a dog", api_key=reference.api_key)
+    message = str(excinfo.value)
+    assert f"Cassette {path} has no recording left for POST /v1/images/generations" in message
+    assert '-  "prompt": "a cat",' in message and '+  "prompt": "a dog",' in message
+    assert "pytest --imagegen --imagegen-record-mode=new_episodes" in message
+    assert "pytest --imagegen --imagegen-record-mode=all" in message
+    assert (session.status, session.played, session.recorded) == ("replayed", 1, 0)
+    assert len(reference.log) == since  # nothing went live
     assert path.read_bytes() == recorded
     assert sorted(p.name for p in tmp_path.iterdir()) == listing
 
 
-def test_status_is_live_when_nothing_was_replayed(
+def test_loopback_request_asked_more_often_than_recorded_is_a_cassette_error(
     reference: ReferenceServer, tmp_path: Path
 ) -> None:
     path = tmp_path / "c.yaml"
     recorded = _record(reference, path, "a cat")
     since = len(reference.log)
-    with recording(path, mode="none", loopback_live=True) as session:
-        _generate(reference.base_url, "a fox", api_key=reference.api_key)
-        _generate(reference.base_url, "an owl", api_key=reference.api_key)
-    assert (session.status, session.played, session.live) == ("live", 0, 2)
-    assert session.unused == ("POST /v1/images/generations",)
-    assert _prompts(reference, since) == ["a fox", "an owl"]
+    with (
+        pytest.raises(CassetteError) as excinfo,
+        recording(path, mode="none", loopback_live=True) as session,
+    ):
+        _generate(reference.base_url, "a cat", api_key=reference.api_key)
+        _generate(reference.base_url, "a cat", api_key=reference.api_key)
+    assert "recorded 1 time(s) and every recording has already been replayed" in str(excinfo.value)
+    assert session.played == 1 and len(reference.log) == since
     assert path.read_bytes() == recorded
 
     with recording(path, mode="none", loopback_live=True) as replayed:
         _generate(reference.base_url, "a cat", api_key=reference.api_key)
-    assert (replayed.status, replayed.played, replayed.live) == ("replayed", 1, 0)
-    assert len(reference.log) == since + 2
+    assert (replayed.status, replayed.played) == ("replayed", 1)
+    assert len(reference.log) == since
+
+
+def test_loopback_with_no_cassette_goes_live_and_nothing_is_written(
+    reference: ReferenceServer, tmp_path: Path
+) -> None:
+    """The documented exception: no cassette at all on a loopback endpoint goes live (the
+    reference endpoint is local and free); nothing is recorded."""
+    path = tmp_path / "c.yaml"
+    since = len(reference.log)
+    with recording(path, mode="none", loopback_live=True) as session:
+        _generate(reference.base_url, "a fox", api_key=reference.api_key)
+        _generate(reference.base_url, "an owl", api_key=reference.api_key)
+    assert (session.status, session.played, session.recorded) == ("live", 0, 0)
+    assert _prompts(reference, since) == ["a fox", "an owl"]
+    assert list(tmp_path.iterdir()) == []
 
 
 def _backstop(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
@@ -649,7 +713,7 @@ def test_non_loopback_hosts_stay_strict_with_loopback_live(
     remote = "https://images.invalid/v1"
     with recording(path, mode="none", loopback_live=True) as session:
         assert _generate(remote, "a red cat") == 1  # replayed, whatever the host
-    assert (session.status, session.live) == ("replayed", 0)
+    assert (session.status, session.played) == ("replayed", 1)
 
     with (
         pytest.raises(CassetteError) as excinfo,
@@ -660,7 +724,7 @@ def test_non_loopback_hosts_stay_strict_with_loopback_live(
     assert f"Cassette {path} has no recording left" in message
     assert '-  "prompt": "a red cat",' in message and '+  "prompt": "a red hat",' in message
     assert "pytest --imagegen --imagegen-record-mode=new_episodes" in message
-    assert refused.live == 0 and attempts == []
+    assert refused.played == 0 and attempts == []
     assert path.read_bytes() == recorded
 
 
