@@ -24,6 +24,7 @@ _LAZY = {
     "MalformedResponse": "pytest_imagegen.errors",
     "ModelSeparationError": "pytest_imagegen.errors",
     "generate": "pytest_imagegen.fallback",
+    "edit": "pytest_imagegen.fallback",
     "Outcome": "pytest_imagegen.fallback",
     "Attempt": "pytest_imagegen.fallback",
     "ReferenceServer": "pytest_imagegen.reference",
@@ -50,6 +51,7 @@ __all__ = [
     "RemoteReference",
     "__version__",
     "classify",
+    "edit",
     "generate",
 ]
 
@@ -68,7 +70,7 @@ if TYPE_CHECKING:
         MalformedResponse,
         ModelSeparationError,
     )
-    from pytest_imagegen.fallback import Attempt, Outcome, generate
+    from pytest_imagegen.fallback import Attempt, Outcome, edit, generate
     from pytest_imagegen.reference import ReferenceServer, RemoteReference
     from pytest_imagegen.verdict import DeviationWarning
 

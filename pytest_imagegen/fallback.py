@@ -1,14 +1,19 @@
 """The fallback runner: one image request through an endpoint's fallback chain, under its deadline.
 
-``generate`` turns the caller's parameters and the endpoint's ``fallback`` overrides into an
-ordered list of steps, each a request body valid for its model's profile, and runs them:
+``generate`` (``images.generate``) and ``edit`` (``images.edit``) turn the caller's parameters
+and the endpoint's ``fallback`` overrides into an ordered list of steps, each a request valid
+for its model's profile, and run them:
 
 * every attempt gets ``min(timeout_s, time left to the deadline)``; the SDK sees that as its
   client timeout, and a watchdog holds the attempt to it as a whole (connect, headers, a body
   dribbled one byte at a time, the SDK's own retries, fetching image URLs), so ``generate``
   returns by ``deadline_s`` whatever the server does;
 * after a failure, one pure function (:func:`decide`) says what happens next;
-* a 2xx counts as success only when it carries valid images (:func:`parse_images_response`).
+* a 2xx counts as success only when it carries valid images (:func:`parse_images_response`);
+* a step with ``stream=True`` reads Server-Sent Events: its first image event (a partial
+  image, or the completed one) must arrive within the attempt's time, and each later one
+  within that much of the previous, up to the deadline; a stream that stalls, ends without
+  its completed event or is held back past that time is a failure like any other.
 
 Nothing from ``openai``/``httpx2`` is imported at module level: the pure parts (``decide``,
 ``build_steps``, ``parse_images_response``) work without them, and the client passed to
@@ -25,7 +30,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +42,7 @@ from pytest_imagegen.errors import (
     Diagnosis,
     MalformedResponse,
 )
-from pytest_imagegen.images import GeneratedImage, decode_b64, inspect_image
+from pytest_imagegen.images import GeneratedImage, decode_b64, inspect_image, sniff_format
 from pytest_imagegen.profiles import resolve_profile
 from pytest_imagegen.request_builder import build_request
 
@@ -62,6 +67,7 @@ __all__ = [
     "Step",
     "build_steps",
     "decide",
+    "edit",
     "explain",
     "format_params",
     "generate",
@@ -123,6 +129,9 @@ class Outcome:
     response_bytes: int  # size of the successful response (and of images fetched from URLs)
     usage: dict[str, Any] | None  # the response's ``usage`` object when it had one
     cost_usd: float = 0.0  # estimated from the profile's prices; 0 when nothing succeeded
+    # The partial images the successful attempt streamed before its final image(s), in the
+    # order they arrived; empty when it did not stream (or asked for partial_images=0).
+    partials: tuple[GeneratedImage, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -141,19 +150,36 @@ class Outcome:
         return "\n".join(lines)
 
 
+# One input file of an edit as the SDK takes it: (filename, bytes, content type).
+FileTuple = tuple[str, bytes, str]
+
+
 @dataclass(frozen=True)
 class Step:
-    """One link of the chain: the overrides it applies and the request body they give."""
+    """One link of the chain: the overrides it applies and the request body they give.
+
+    An edit's steps carry its input ``images`` (and ``mask``); the body holds the other
+    fields, which go as multipart form fields."""
 
     number: int  # 1-based
     overrides: Mapping[str, Any]  # {} for step 1 (the caller's own parameters)
     profile: Profile
     body: dict[str, Any]
+    images: tuple[FileTuple, ...] = ()
+    mask: FileTuple | None = None
 
     @property
     def n(self) -> int:
         n = self.body.get("n")
         return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1
+
+    @property
+    def is_edit(self) -> bool:
+        return bool(self.images)
+
+    @property
+    def streams(self) -> bool:
+        return self.body.get("stream") is True
 
 
 class Action(str, Enum):
@@ -259,7 +285,10 @@ def format_params(params: Mapping[str, Any]) -> str:
 
 def _failure_label(diagnosis: Diagnosis, latency_s: float) -> str:
     if diagnosis.category == "timeout" and diagnosis.status is None:
-        return f"timeout after {_s(latency_s)}"
+        message = diagnosis.message or ""
+        # A stream's timeout says how far the stream got (stalled, or held back).
+        shown = f" ({_shorten(message, 160)})" if message.startswith("the stream") else ""
+        return f"timeout after {_s(latency_s)}{shown}"
     detail = [f"HTTP {diagnosis.status}"] if diagnosis.status is not None else []
     if diagnosis.code:
         detail.append(str(diagnosis.code))
@@ -280,19 +309,29 @@ def _shorten(text: str, limit: int) -> str:
 # --------------------------------------------------------------------------- the chain
 
 
-def build_steps(endpoint: Endpoint, prompt: str, **params: Any) -> tuple[Step, ...]:
+def build_steps(
+    endpoint: Endpoint,
+    prompt: str,
+    *,
+    image: Any = None,
+    mask: Any = None,
+    **params: Any,
+) -> tuple[Step, ...]:
     """The chain as request bodies: ``[params] + [params | override for each fallback]``.
 
-    A step whose ``model`` differs from the endpoint's is checked against that model's own
-    profile. Raises :class:`ConfigError` naming the step when a body would be invalid, so a
-    wrong chain is reported before any request is sent.
+    With ``image`` (one input file or a list of them) and an optional ``mask``, the steps
+    are edits of those files. A step whose ``model`` differs from the endpoint's is checked
+    against that model's own profile (an edit step also against its edit rules: the model
+    has edits, the number, type and size of the files, the mask). Raises
+    :class:`ConfigError` naming the step when a request would be invalid, so a wrong chain
+    is reported before any request is sent. ``stream=True`` makes a step stream where its
+    model can (GPT-image); a model that cannot stream is sent the request without it.
     """
     _check_endpoint_and_prompt(endpoint, prompt)
-    if params.get("stream"):
-        raise ConfigError(
-            "generate() reads whole responses and does not stream; leave out stream=True "
-            "(and partial_images) when calling it."
-        )
+    images = _input_files(image) if image is not None else ()
+    mask_file = _input_file(mask, "mask") if mask is not None else None
+    if mask_file is not None and not images:
+        raise TypeError("a mask was given without an image to edit; pass image=... as well.")
     params = {k: v for k, v in params.items() if k != "prompt"}
     chain: list[Mapping[str, Any]] = [{}, *endpoint.fallback]
     steps = []
@@ -307,37 +346,137 @@ def build_steps(endpoint: Endpoint, prompt: str, **params: Any) -> tuple[Step, .
         )
         profile = _profile_for(endpoint, model, where)
         try:
-            body = build_request(profile, model=model, prompt=prompt, **merged)
+            if images:
+                body = _edit_body(profile, model, prompt, merged, images, mask_file)
+            else:
+                body = build_request(profile, model=model, prompt=prompt, **merged)
         except ConfigError as exc:
             problems = getattr(exc, "summary", None) or str(exc)
+            what = "an edit request" if images else "a request"
             raise ConfigError(
-                f"{where} of endpoint {endpoint.name!r} would send a request that profile "
+                f"{where} of endpoint {endpoint.name!r} would send {what} that profile "
                 f"{profile.name} rejects: {problems} Fix the parameters or the endpoint's "
                 f"`fallback` list so that every step is valid for its model."
             ) from exc
-        steps.append(Step(number, dict(overrides), profile, body))
+        steps.append(Step(number, dict(overrides), profile, body, images, mask_file))
     return tuple(steps)
 
 
-def _check_endpoint_and_prompt(endpoint: object, prompt: object) -> None:
+def _edit_body(
+    profile: Profile,
+    model: str,
+    prompt: str,
+    merged: Mapping[str, Any],
+    images: tuple[FileTuple, ...],
+    mask: FileTuple | None,
+) -> dict[str, Any]:
+    """The form fields of an ``images.edit`` step, checked with its files against the
+    profile's edit rules (OpenAI's wording); raises ``RequestShapeError``."""
+    from pytest_imagegen.request_builder import RequestShapeError, Upload, validate_edit
+
+    intent = dict(merged)
+    fidelity = intent.pop("input_fidelity", None)  # an edit-only field build_request lacks
+    body = build_request(profile, model=model, prompt=prompt, **intent)
+    if fidelity is not None:
+        body["input_fidelity"] = fidelity
+    problems = validate_edit(
+        body,
+        profile,
+        images=[Upload("image", data, ctype, name) for name, data, ctype in images],
+        mask=Upload("mask", mask[1], mask[2], mask[0]) if mask is not None else None,
+    )
+    if problems:
+        raise RequestShapeError(problems, profile=profile.name)
+    return body
+
+
+_CONTENT_TYPES = {
+    "png": "image/png",
+    "jpeg": "image/jpeg",
+    "webp": "image/webp",
+    "gif": "image/gif",
+}
+
+
+def _input_files(image: Any) -> tuple[FileTuple, ...]:
+    """``image`` as the SDK's file tuples: one file, or a list of them (a tuple is one
+    file, as in the SDK: ``(filename, content[, content_type])``)."""
+    if isinstance(image, list):
+        if not image:
+            raise TypeError("image=[] has no file to edit; pass one image or a list of them.")
+        return tuple(_input_file(f, f"image {i}") for i, f in enumerate(image, 1))
+    return (_input_file(image, "image"),)
+
+
+def _input_file(value: Any, what: str) -> FileTuple:
+    """One input file read into memory once, so every step (and repeat) sends the same
+    bytes: bytes, a path (``pathlib.Path``), a binary file object, or a tuple
+    ``(filename, content[, content_type])``; the content type is sniffed when not given."""
+    import os
+
+    filename: str | None = None
+    content_type: str | None = None
+    content: Any = value
+    if isinstance(value, tuple):
+        if len(value) not in (2, 3) or not (value[0] is None or isinstance(value[0], str)):
+            raise TypeError(
+                f"{what} as a tuple must be (filename, content) or (filename, content, "
+                f"content_type), got a tuple of {len(value)} item(s)."
+            )
+        filename, content = value[0], value[1]
+        content_type = value[2] if len(value) == 3 else None
+    if isinstance(content, (bytes, bytearray, memoryview)):
+        data = bytes(content)
+    elif isinstance(content, os.PathLike):
+        path = os.fspath(content)
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read()
+        except OSError as exc:
+            raise ConfigError(f"cannot read {what} from {path!r}: {exc.strerror or exc}") from None
+        filename = filename or os.path.basename(str(path))
+    elif callable(getattr(content, "read", None)):
+        data = content.read()
+        if not isinstance(data, bytes):
+            raise TypeError(f"{what} is a text file object; open the file in binary mode ('rb').")
+        name = getattr(content, "name", None)
+        filename = filename or (os.path.basename(name) if isinstance(name, str) else None)
+    else:
+        hint = " (a path? pass pathlib.Path(...))" if isinstance(content, str) else ""
+        raise TypeError(
+            f"{what} must be the file's bytes, a pathlib.Path, a binary file object or a "
+            f"(filename, content[, content_type]) tuple, got {type(content).__name__}{hint}."
+        )
+    fmt = sniff_format(data)
+    if content_type is None:
+        content_type = _CONTENT_TYPES.get(fmt or "", "application/octet-stream")
+    if not filename:
+        filename = f"{what.replace(' ', '')}.{fmt or 'bin'}"
+    return (filename, data, content_type)
+
+
+def _check_endpoint_and_prompt(
+    endpoint: object, prompt: object, *, function: str = "generate"
+) -> None:
     from pytest_imagegen.config import Endpoint
 
     # By name as well: an Endpoint of a reloaded module (pytester, importlib.reload) is one.
     if not isinstance(endpoint, Endpoint) and type(endpoint).__name__ != "Endpoint":
         named = " (an endpoint name?)" if isinstance(endpoint, str) else ""
         raise TypeError(
-            f"generate() needs an Endpoint as 'endpoint', got {type(endpoint).__name__} "
+            f"{function}() needs an Endpoint as 'endpoint', got {type(endpoint).__name__} "
             f"{endpoint!r:.60}{named}. In a test, use the imagegen_endpoint fixture or "
             "imagegen_settings.endpoint('NAME'); outside pytest, build one with "
             "pytest_imagegen.config.load_settings(...).endpoint('NAME')."
         )
     if not isinstance(prompt, str):
         raise TypeError(
-            f"generate() takes the prompt as a string, got {type(prompt).__name__} {prompt!r:.60}."
+            f"{function}() takes the prompt as a string, got {type(prompt).__name__} "
+            f"{prompt!r:.60}."
         )
 
 
-def _check_client(client: object) -> None:
+def _check_client(client: object, *, function: str = "generate") -> None:
     """``client`` must be a synchronous SDK client (``openai.OpenAI`` / ``AzureOpenAI``)."""
     import openai
 
@@ -345,17 +484,17 @@ def _check_client(client: object) -> None:
     generate = getattr(images, "generate", None)
     if isinstance(client, openai.AsyncOpenAI) or inspect.iscoroutinefunction(generate):
         raise TypeError(
-            "generate() runs synchronously and needs an openai.OpenAI client, got an "
+            f"{function}() runs synchronously and needs an openai.OpenAI client, got an "
             "openai.AsyncOpenAI. Pass a synchronous client (imagegen_client, or "
-            "endpoint.client()); from async code, run it in a thread: await "
-            "asyncio.to_thread(generate, client, endpoint, prompt)."
+            f"endpoint.client()); from async code, run it in a thread: await "
+            f"asyncio.to_thread({function}, client, endpoint, prompt, ...)."
         )
     if isinstance(client, openai.OpenAI) or (
         callable(generate) and callable(getattr(client, "with_options", None))
     ):
         return
     raise TypeError(
-        f"generate() needs an openai.OpenAI client as 'client', got {type(client).__name__} "
+        f"{function}() needs an openai.OpenAI client as 'client', got {type(client).__name__} "
         f"{client!r:.60}. Use the imagegen_client fixture, or endpoint.client()."
     )
 
@@ -379,15 +518,50 @@ def _profile_for(endpoint: Endpoint, model: str, where: str) -> Profile:
 def generate(client: openai.OpenAI, endpoint: Endpoint, prompt: str, **params: Any) -> Outcome:
     """Run one image request through ``endpoint``'s fallback chain within ``deadline_s``.
 
-    ``params`` are Images API parameters (``quality``, ``size``, ``n``, ``model``, ...).
-    Returns an :class:`Outcome`; endpoint failures never raise (they end up in
-    ``Outcome.diagnosis``). An invalid chain raises :class:`ConfigError` before any request;
-    a failure of pytest-imagegen's own machinery during an attempt (e.g. a
-    :class:`~pytest_imagegen.errors.CassetteError` in replay mode) is raised as it is.
+    ``params`` are Images API parameters (``quality``, ``size``, ``n``, ``model``,
+    ``stream``, ``partial_images``, ...). Returns an :class:`Outcome`; endpoint failures
+    never raise (they end up in ``Outcome.diagnosis``). An invalid chain raises
+    :class:`ConfigError` before any request; a failure of pytest-imagegen's own machinery
+    during an attempt (e.g. a :class:`~pytest_imagegen.errors.CassetteError` in replay
+    mode) is raised as it is.
     """
     _check_endpoint_and_prompt(endpoint, prompt)
     _check_client(client)
-    steps = build_steps(endpoint, prompt, **params)
+    for name in ("image", "mask"):
+        if name in params:
+            raise TypeError(
+                f"generate() makes new images and takes no {name!r}; to edit an image, call "
+                "pytest_imagegen.edit(client, endpoint, prompt, image, mask=...)."
+            )
+    return _run(client, endpoint, build_steps(endpoint, prompt, **params))
+
+
+def edit(
+    client: openai.OpenAI,
+    endpoint: Endpoint,
+    prompt: str,
+    image: Any,
+    *,
+    mask: Any = None,
+    **params: Any,
+) -> Outcome:
+    """Run one ``images.edit`` request through ``endpoint``'s fallback chain, as
+    :func:`generate` does for generations.
+
+    ``image`` is one input file or a list of them (GPT-image models take up to 16): bytes,
+    a ``pathlib.Path``, a binary file object or a ``(filename, content[, content_type])``
+    tuple; ``mask`` an optional PNG mask of the first image's size. The files are read once
+    and every step sends them again; each step is checked against its model's edit rules
+    before anything is sent. ``stream=True`` streams ``image_edit.*`` events.
+    """
+    _check_endpoint_and_prompt(endpoint, prompt, function="edit")
+    _check_client(client, function="edit")
+    if image is None:
+        raise TypeError("edit() needs the image to edit as 'image' (bytes, a path or a file).")
+    return _run(client, endpoint, build_steps(endpoint, prompt, image=image, mask=mask, **params))
+
+
+def _run(client: openai.OpenAI, endpoint: Endpoint, steps: tuple[Step, ...]) -> Outcome:
     start = time.monotonic()
     _warm_up(client)
     deadline = start + max(0.0, float(endpoint.deadline_s))
@@ -420,7 +594,7 @@ def generate(client: openai.OpenAI, endpoint: Endpoint, prompt: str, **params: A
                     latency,
                     time_limit_s,
                     None,
-                    f"success: {_describe_images(result.images)}",
+                    f"success: {_describe_images(result.images)}{result.note}",
                 )
             )
             return Outcome(
@@ -432,6 +606,7 @@ def generate(client: openai.OpenAI, endpoint: Endpoint, prompt: str, **params: A
                 response_bytes=result.response_bytes,
                 usage=result.usage,
                 cost_usd=_estimate_cost(step),
+                partials=result.partials,
             )
         diagnosis = result.diagnosis
         has_next = index + 1 < len(steps)
@@ -510,10 +685,45 @@ class _Result:
     response_bytes: int = 0
     usage: dict[str, Any] | None = None
     error: CallerError | None = None  # raised in the caller's thread (e.g. CassetteError)
+    partials: tuple[GeneratedImage, ...] = ()
+    note: str = ""  # appended to the success line of the trace (how a stream went)
 
 
 class _OutOfTime(Exception):
     """Raised inside an attempt when its time is up while a body is still arriving."""
+
+
+@dataclass
+class _StreamState:
+    """How far a streamed attempt got, for the reason given when its time runs out."""
+
+    begun: float
+    partials: int = 0
+    completed: int = 0
+    first_s: float | None = None  # seconds from sending to the first image event
+    last_s: float | None = None  # ... to the latest one
+
+    def seen(self, now: float) -> None:
+        at = now - self.begun
+        if self.first_s is None:
+            self.first_s = at
+        self.last_s = at
+
+    def why_out_of_time(self, idle_s: float, *, deadline: bool = False) -> str:
+        if self.first_s is None:
+            return (
+                f"the stream sent no image event within the attempt's {_s(idle_s)} (it "
+                f"stalled, or a proxy held the events back)"
+            )
+        got = f"{self.partials} partial image(s)" + (
+            f" and {self.completed} completed image(s)" if self.completed else ""
+        )
+        if deadline:
+            return f"the deadline came while the stream was still arriving, after {got}"
+        return (
+            f"the stream stalled: no event for {_s(idle_s)} after {got}, the last at "
+            f"+{_s(self.last_s or 0.0)}"
+        )
 
 
 class _Watch:
@@ -521,16 +731,28 @@ class _Watch:
 
     The runner waits until the attempt's end; if no result came by then it cancels, which
     also shuts down the socket of whatever response is being read, so the reading thread
-    wakes up at once instead of at its next read timeout.
+    wakes up at once instead of at its next read timeout. A stream moves the end on as its
+    image events arrive (:meth:`extend`), never past ``limit`` (the deadline).
     """
 
-    def __init__(self, end: float) -> None:
-        self.end = end
+    def __init__(self, end: float, limit: float | None = None) -> None:
+        self._end = end
+        self.limit = end if limit is None else max(end, limit)
         self.done = threading.Event()
         self._lock = threading.Lock()
         self._cancelled = False
         self._result: _Result | None = None
         self._tracked: httpx2.Response | None = None
+        self.stream: _StreamState | None = None
+
+    @property
+    def end(self) -> float:
+        with self._lock:
+            return self._end
+
+    def extend(self, until: float) -> None:
+        with self._lock:
+            self._end = max(self._end, min(until, self.limit))
 
     def time_left(self) -> float:
         return self.end - time.monotonic()
@@ -565,6 +787,14 @@ class _Watch:
         if response is not None:
             _shutdown(response)
 
+    def out_of_time(self, time_limit_s: float, default: str) -> str:
+        """Why the attempt ran out of time, in words (``default`` when it did not stream)."""
+        if self.stream is None:
+            return default
+        if self.end >= self.limit and self.stream.first_s is not None:
+            return self.stream.why_out_of_time(time_limit_s, deadline=True)
+        return self.stream.why_out_of_time(time_limit_s)
+
 
 def _shutdown(response: httpx2.Response) -> None:
     # The socket is only reachable through httpcore's ``network_stream`` extension (absent
@@ -584,7 +814,9 @@ def _warm_up(client: openai.OpenAI) -> None:
     # the runner from waking up on time. Done here, it happens once, before any request.
     try:
         _split_body(client, {})
+        _split_body(client, {}, "edit")
         _ = client.images.with_streaming_response.generate
+        _ = client.images.with_streaming_response.edit
     except Exception:
         pass  # not an SDK client after all: the attempt will say what is wrong
 
@@ -592,8 +824,7 @@ def _warm_up(client: openai.OpenAI) -> None:
 def _run_attempt(
     client: openai.OpenAI, endpoint: Endpoint, step: Step, time_limit_s: float, deadline: float
 ) -> _Result:
-    watch = _Watch(time.monotonic() + time_limit_s)
-    give_up = min(watch.end + WATCHDOG_GRACE_S, deadline)
+    watch = _Watch(time.monotonic() + time_limit_s, deadline if step.streams else None)
     worker = threading.Thread(
         target=_attempt_thread,
         args=(client, endpoint, step, time_limit_s, watch),
@@ -601,14 +832,24 @@ def _run_attempt(
         daemon=True,  # an abandoned attempt must never keep the interpreter alive
     )
     worker.start()
-    watch.done.wait(max(0.0, give_up - time.monotonic()))
+    while True:
+        # A stream's end moves on while its events arrive: wait again until it stops moving.
+        give_up = min(watch.end + WATCHDOG_GRACE_S, deadline)
+        if watch.done.wait(max(0.0, give_up - time.monotonic())):
+            break
+        if time.monotonic() >= min(watch.end + WATCHDOG_GRACE_S, deadline):
+            break
     # Cancelling a finished attempt just hands back its result; an unfinished one is
     # abandoned (its thread ends at its own socket timeout at the latest).
     result = watch.cancel()
     if result is not None:
         return result
     return _Result(
-        _timeout_diagnosis(f"no complete response within the attempt's {_s(time_limit_s)}")
+        _timeout_diagnosis(
+            watch.out_of_time(
+                time_limit_s, f"no complete response within the attempt's {_s(time_limit_s)}"
+            )
+        )
     )
 
 
@@ -620,7 +861,11 @@ def _attempt_thread(
     except _OutOfTime:
         result = _Result(
             _timeout_diagnosis(
-                f"the response was still arriving when the attempt's {_s(time_limit_s)} ran out"
+                watch.out_of_time(
+                    time_limit_s,
+                    f"the response was still arriving when the attempt's {_s(time_limit_s)} "
+                    f"ran out",
+                )
             )
         )
     except MalformedResponse as exc:
@@ -631,7 +876,11 @@ def _attempt_thread(
         # fall back from.
         result = _Result(None, error=exc)
     except BaseException as exc:  # a thread must not die with an exception: it is a diagnosis
-        result = _Result(classify(exc))
+        diagnosis = classify(exc)
+        if diagnosis.category == "timeout" and watch.stream is not None:
+            # The SDK's read timeout inside a stream: say how far the stream got.
+            diagnosis = _timeout_diagnosis(watch.stream.why_out_of_time(time_limit_s))
+        result = _Result(diagnosis)
     watch.finish(result)
 
 
@@ -639,19 +888,36 @@ def _attempt(
     client: openai.OpenAI, endpoint: Endpoint, step: Step, time_limit_s: float, watch: _Watch
 ) -> _Result:
     api = client.with_options(timeout=time_limit_s, max_retries=endpoint.max_retries)
-    kwargs, extra = _split_body(api, step.body)
+    method = "edit" if step.is_edit else "generate"
+    kwargs, extra = _split_body(api, step.body, method)
+    if step.is_edit:
+        kwargs["image"] = step.images[0] if len(step.images) == 1 else list(step.images)
+        if step.mask is not None:
+            kwargs["mask"] = step.mask
+    send = getattr(api.images.with_streaming_response, method)
+    begun = time.monotonic()
     # A streamed response lets us read the body chunk by chunk against our own clock: the
     # HTTP read timeout only bounds the gap between two chunks, not the whole body.
-    with api.images.with_streaming_response.generate(**kwargs, extra_body=extra or None) as resp:
+    with send(**kwargs, extra_body=extra or None) as resp:
         http_response = resp.http_response
+        status = resp.status_code
+        content_type = http_response.headers.get("content-type", "").lower()
         watch.track(http_response)
         try:
+            if step.streams and "text/event-stream" in content_type:
+                watch.stream = _StreamState(begun)
+                try:
+                    return _read_stream(http_response.iter_bytes(), watch, step, time_limit_s)
+                except MalformedResponse as exc:
+                    exc.status = status
+                    raise
+            # Not a stream (or a server that answered a stream request with JSON): the
+            # whole body within the attempt's time.
             body = _read_limited(
                 http_response.iter_bytes(), watch, MAX_RESPONSE_BYTES, "the response"
             )
         finally:
             watch.track(None)
-        status = resp.status_code
     fetched = 0
 
     def fetch(url: str) -> bytes:
@@ -677,28 +943,160 @@ def _attempt(
         images,
         response_bytes=len(body) + fetched,
         usage=usage if isinstance(usage, dict) else None,
+        note=" (asked to stream, answered with JSON)" if step.streams else "",
     )
 
 
-_SDK_KEYWORDS: dict[type, frozenset[str]] = {}
+def _read_stream(chunks: Any, watch: _Watch, step: Step, idle_s: float) -> _Result:
+    """The images of a Server-Sent Events answer, read against the attempt's clock.
+
+    Each image event (``*.partial_image``, ``*.completed``) gives the stream ``idle_s``
+    more, up to the deadline; the read ends once ``n`` completed images came. An ``error``
+    event is classified like an error body; the end of the stream before ``n`` completed
+    events is a malformed response.
+    """
+    state = watch.stream
+    assert state is not None
+    reader = _SSEReader()
+    size, fmt = _requested_size(step), step.body.get("output_format")
+    partials: list[GeneratedImage] = []
+    completed: list[GeneratedImage] = []
+    usage: dict[str, Any] | None = None
+    total = 0
+    for chunk in chunks:
+        watch.check()
+        total += len(chunk)
+        if total > MAX_RESPONSE_BYTES:
+            raise MalformedResponse(
+                f"the stream is larger than {MAX_RESPONSE_BYTES // (1024 * 1024)} MB; "
+                f"stopped reading"
+            )
+        for name, payload in reader.feed(chunk):
+            kind = str(payload.get("type") or name) if isinstance(payload, dict) else name
+            if kind == "error" or (
+                isinstance(payload, dict) and isinstance(payload.get("error"), dict)
+            ):
+                return _Result(classify(payload if payload is not None else "error event"))
+            if not isinstance(payload, dict):
+                continue  # a comment, a keep-alive, an event that carries no JSON
+            if kind.endswith(".partial_image"):
+                label = f"partial image {len(partials) + 1}"
+                partials.append(_event_image(payload, label, None, None))
+                state.partials += 1
+            elif kind.endswith(".completed"):
+                label = f"completed image {len(completed) + 1}"
+                completed.append(_event_image(payload, label, size, fmt))
+                state.completed += 1
+                if isinstance(payload.get("usage"), dict):
+                    usage = payload["usage"]
+            else:
+                continue  # an event type this runner does not know: no sign of progress
+            now = time.monotonic()
+            state.seen(now)
+            watch.extend(now + idle_s)
+        if len(completed) >= step.n:
+            break
+    watch.check()
+    if len(completed) < step.n:
+        kind = "image_edit" if step.is_edit else "image_generation"
+        raise MalformedResponse(
+            f"the stream ended without its {kind}.completed event ({len(completed)} of "
+            f"{step.n} completed image(s), after {len(partials)} partial image(s))"
+        )
+    first = f", the first image event after {_s(state.first_s or 0.0)}"
+    note = f" (streamed {len(partials)} partial image(s){first})"
+    return _Result(
+        None,
+        tuple(completed),
+        response_bytes=total,
+        usage=usage,
+        partials=tuple(partials),
+        note=note,
+    )
+
+
+def _event_image(
+    payload: Mapping[str, Any], label: str, size: str | None, output_format: str | None
+) -> GeneratedImage:
+    b64 = payload.get("b64_json")
+    if not isinstance(b64, str) or not b64:
+        raise MalformedResponse(f"the stream's {label} has no `b64_json`")
+    try:
+        raw = decode_b64(b64)
+    except ValueError:
+        raise MalformedResponse(f"the stream's {label}: `b64_json` is not valid base64") from None
+    return _checked_image(raw, f"the stream's {label}", size, output_format)
+
+
+class _SSEReader:
+    """Server-Sent Events from a byte stream: ``feed`` returns the events a chunk
+    completes as (event name, JSON data or None). Linear in the bytes fed (an event that
+    carries a multi-MB image arrives in many chunks)."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._scanned = 0
+        self._carry = b""
+
+    def feed(self, chunk: bytes) -> list[tuple[str, Any]]:
+        data = self._carry + chunk
+        # A CRLF split between two chunks would otherwise hide a blank line.
+        self._carry = b"\r" if data.endswith(b"\r") else b""
+        if self._carry:
+            data = data[:-1]
+        self._buffer += data.replace(b"\r\n", b"\n")
+        events: list[tuple[str, Any]] = []
+        while True:
+            at = self._buffer.find(b"\n\n", max(0, self._scanned - 1))
+            if at < 0:
+                self._scanned = len(self._buffer)
+                return events
+            block = bytes(self._buffer[:at])
+            del self._buffer[: at + 2]
+            self._scanned = 0
+            event = _sse_event(block)
+            if event is not None:
+                events.append(event)
+
+
+def _sse_event(block: bytes) -> tuple[str, Any] | None:
+    name, data = "", []
+    for line in block.decode("utf-8", "replace").split("\n"):
+        field, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if field == "event":
+            name = value
+        elif field == "data":
+            data.append(value)
+    if not name and not data:
+        return None  # only comments
+    try:
+        payload = json.loads("\n".join(data)) if data else None
+    except ValueError:
+        payload = None
+    return name, payload
+
+
+_SDK_KEYWORDS: dict[tuple[type, str], frozenset[str]] = {}
 
 
 def _split_body(
-    api: openai.OpenAI, body: Mapping[str, Any]
+    api: openai.OpenAI, body: Mapping[str, Any], method: str = "generate"
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Body keys the installed SDK's ``images.generate`` names go as keywords; any other key
-    (a newer API parameter, a relay extension) goes through ``extra_body`` unchanged."""
+    """Body keys the installed SDK's ``images.generate`` (or ``images.edit``) names go as
+    keywords; any other key (a newer API parameter, a relay extension) goes through
+    ``extra_body`` unchanged."""
     images = api.images
-    known = _SDK_KEYWORDS.get(type(images))
+    known = _SDK_KEYWORDS.get((type(images), method))
     if known is None:
-        sig = inspect.signature(images.generate)
+        sig = inspect.signature(getattr(images, method))
         known = frozenset(
             name
             for name, p in sig.parameters.items()
             if p.kind is p.KEYWORD_ONLY
             and name not in ("extra_headers", "extra_query", "extra_body", "timeout")
         )
-        _SDK_KEYWORDS[type(images)] = known
+        _SDK_KEYWORDS[(type(images), method)] = known
     kwargs = {k: v for k, v in body.items() if k in known}
     extra = {k: v for k, v in body.items() if k not in known}
     return kwargs, extra
@@ -772,7 +1170,8 @@ def _fetch_url(client: openai.OpenAI, url: str, watch: _Watch, endpoint: Endpoin
 
 def _requested_size(step: Step) -> str | None:
     size = step.body.get("size")
-    if size is None:
+    if size is None and not step.is_edit:
+        # An edit without a size follows its input image; only an asked size is checked.
         size = step.profile.default_size
     return size if isinstance(size, str) else None
 
@@ -831,8 +1230,6 @@ def _parse(
         raise MalformedResponse("`data` is empty: no image came back")
     if len(data) < n:
         raise MalformedResponse(f"asked for {n} images, got {len(data)}")
-    expected_size = _concrete_size(size)
-    expected_format = _FORMAT_ALIASES.get(output_format, output_format) if output_format else None
     images = []
     for i, item in enumerate(data, 1):
         label = f"image {i} of {len(data)}"
@@ -851,28 +1248,33 @@ def _parse(
             raw = fetch(url)
         else:
             raise MalformedResponse(f"{label} has neither `b64_json` nor `url`")
-        try:
-            info = inspect_image(raw)
-        except ValueError:
-            raise MalformedResponse(
-                f"{label} is not a decodable image ({len(raw)} bytes)"
-            ) from None
-        if expected_size is not None and (info.width, info.height) != expected_size:
-            raise MalformedResponse(f"{label} is {info.size}, but {size} was asked for")
-        if expected_format is not None and info.format != expected_format:
-            raise MalformedResponse(f"{label} is {info.format}, but {output_format} was asked for")
+        image = _checked_image(raw, label, size, output_format)
         revised = item.get("revised_prompt")
         images.append(
-            GeneratedImage(
-                raw,
-                info.format,
-                info.width,
-                info.height,
+            replace(
+                image,
                 url=url,
                 revised_prompt=revised if isinstance(revised, str) else None,
             )
         )
     return tuple(images), document
+
+
+def _checked_image(
+    raw: bytes, label: str, size: str | None, output_format: str | None
+) -> GeneratedImage:
+    """``raw`` decoded, and checked against a concrete ``size`` and ``output_format``."""
+    try:
+        info = inspect_image(raw)
+    except ValueError:
+        raise MalformedResponse(f"{label} is not a decodable image ({len(raw)} bytes)") from None
+    expected_size = _concrete_size(size)
+    if expected_size is not None and (info.width, info.height) != expected_size:
+        raise MalformedResponse(f"{label} is {info.size}, but {size} was asked for")
+    expected_format = _FORMAT_ALIASES.get(output_format, output_format) if output_format else None
+    if expected_format is not None and info.format != expected_format:
+        raise MalformedResponse(f"{label} is {info.format}, but {output_format} was asked for")
+    return GeneratedImage(raw, info.format, info.width, info.height)
 
 
 def _concrete_size(size: str | None) -> tuple[int, int] | None:

@@ -524,11 +524,6 @@ def test_an_invalid_step_is_a_config_error_before_any_request(
     assert server.posts == []
 
 
-def test_stream_is_refused_with_a_clear_message() -> None:
-    with pytest.raises(ConfigError, match="does not stream"):
-        build_steps(make_endpoint(), "a fox", stream=True)
-
-
 # --------------------------------------------------------------------------- generate
 
 

@@ -55,6 +55,13 @@ CHILD = textwrap.dedent(
     png = base64.b64encode(make_image(1024, 1024, "png", seed="x")).decode()
 
     def answer(request):
+        request.read()
+        if request.url.path.endswith("/images/generations") and b'"stream":true' in request.content:
+            event = {{"type": "image_generation.completed", "b64_json": png}}
+            sse = f"event: image_generation.completed\\ndata: {{json.dumps(event)}}\\n\\n"
+            return httpx2.Response(
+                200, headers={{"content-type": "text/event-stream"}}, content=sse.encode()
+            )
         return httpx2.Response(200, json={{"created": 1, "data": [{{"b64_json": png}}]}})
 
     settings = load_settings(
@@ -67,6 +74,12 @@ CHILD = textwrap.dedent(
     client = endpoint.client(http_client=httpx2.Client(transport=httpx2.MockTransport(answer)))
     outcome = generate(client, endpoint, "a fox", quality="low")
     report["generated"] = [image.size for image in outcome.images]
+    from pytest_imagegen import edit
+    edited = edit(client, endpoint, "add a hat", make_image(1024, 1024, "png", seed="in"))
+    report["edited"] = [image.size for image in edited.images]
+    streamed = generate(client, endpoint, "a fox", stream=True)
+    report["streamed"] = [image.size for image in streamed.images]
+    report["stream_trace"] = streamed.trace()
     report["loaded"] = sorted(m for m in BLOCKED if m in sys.modules)
     try:
         import pytest_imagegen.strategies  # needs hypothesis: the blocker must refuse it
@@ -95,6 +108,9 @@ def test_the_library_works_with_the_test_only_dependencies_missing() -> None:
     assert report["kind"] == "chat"
     assert report["violations"] == ["invalid_value"]
     assert report["generated"] == ["1024x1024"]
+    assert report["edited"] == ["1024x1024"]
+    assert report["streamed"] == ["1024x1024"]
+    assert "(streamed 0 partial image(s)" in report["stream_trace"]
     assert report["loaded"] == []
     # The blocker works: a module that does need hypothesis cannot be imported.
     assert "hypothesis" in report["strategies"] and "blocked" in report["strategies"]
