@@ -143,7 +143,7 @@ def pytest_runtestloop(session: pytest.Session) -> None:
     if not session.config.option.collectonly and any(uses_imagegen(i) for i in session.items):
         from pytest_imagegen.pool import preload
 
-        preload()
+        session.config.add_cleanup(preload())
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

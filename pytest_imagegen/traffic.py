@@ -22,7 +22,6 @@ import hashlib
 import json
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, overload
 from urllib.parse import urlsplit
 
@@ -38,7 +37,6 @@ MAX_TEXT_CHARS = 2000
 _EXTENSION = "imagegen_traffic"
 
 
-@dataclass
 class Exchange:
     """One request a client sent, and what came back.
 
@@ -49,19 +47,79 @@ class Exchange:
     parsed JSON body, a server-sent event stream as ``{"events": [{"event", "data"}]}``, or
     text; images as metadata. ``complete`` is False while the body is still being read, or
     when the client stopped reading it early.
+
+    The hooks note what they see as it is; the scrubbed views (headers, bodies, image
+    metadata) are made on first reading. Most tests never read them, and making them for
+    every request was a noticeable part of a replayed test's cost.
     """
 
-    method: str
-    url: str
-    path: str
-    query: str
-    headers: dict[str, str]
-    body: Any
-    status: int | None = None
-    response_headers: dict[str, str] = field(default_factory=dict)
-    response: Any = None
-    response_bytes: int = 0
-    complete: bool = False
+    def __init__(
+        self,
+        method: str,
+        url: str,
+        path: str,
+        query: str,
+        headers: dict[str, str] | Callable[[], dict[str, str]],
+        body: Any = None,
+        status: int | None = None,
+        response_headers: dict[str, str] | Callable[[], dict[str, str]] | None = None,
+        response: Any = None,
+        response_bytes: int = 0,
+        complete: bool = False,
+    ) -> None:
+        self.method = method
+        self.url = url
+        self.path = path
+        self.query = query
+        self._headers: Any = headers
+        self._body: Any = body
+        self.status = status
+        self._response_headers: Any = {} if response_headers is None else response_headers
+        self._response: Any = response
+        self.response_bytes = response_bytes
+        self.complete = complete
+
+    # Views made on first reading: a callable stands for a value not made yet.
+
+    @property
+    def headers(self) -> dict[str, str]:
+        if callable(self._headers):
+            self._headers = self._headers()
+        return self._headers  # type: ignore[no-any-return]
+
+    @headers.setter
+    def headers(self, value: dict[str, str]) -> None:
+        self._headers = value
+
+    @property
+    def body(self) -> Any:
+        if isinstance(self._body, _Pending):
+            self._body = self._body.make()
+        return self._body
+
+    @body.setter
+    def body(self, value: Any) -> None:
+        self._body = value
+
+    @property
+    def response_headers(self) -> dict[str, str]:
+        if callable(self._response_headers):
+            self._response_headers = self._response_headers()
+        return self._response_headers  # type: ignore[no-any-return]
+
+    @response_headers.setter
+    def response_headers(self, value: dict[str, str]) -> None:
+        self._response_headers = value
+
+    @property
+    def response(self) -> Any:
+        if isinstance(self._response, _Pending):
+            self._response = self._response.make()
+        return self._response
+
+    @response.setter
+    def response(self, value: Any) -> None:
+        self._response = value
 
     @property
     def model(self) -> str | None:
@@ -91,6 +149,28 @@ class Exchange:
             "response_bytes": self.response_bytes,
             "complete": self.complete,
         }
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Exchange):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, compared by value
+
+    def __repr__(self) -> str:
+        return (
+            f"Exchange(method={self.method!r}, url={self.url!r}, status={self.status!r}, "
+            f"response_bytes={self.response_bytes!r}, complete={self.complete!r})"
+        )
+
+
+class _Pending:
+    """A view not made yet: ``make()`` makes it from what the hook noted."""
+
+    __slots__ = ("make",)
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self.make = make
 
 
 class Traffic:
@@ -130,21 +210,25 @@ class Traffic:
         scrub = self._scrubber
         url = scrub.url(str(request.url))
         parts = urlsplit(url)
-        headers = {
-            name.lower(): ("<imagegen:scrubbed>" if scrub.is_secret_header(name) else scrub.text(v))
-            for name, v in request.headers.items()
-        }
+        raw_headers = list(request.headers.items())
         exchange = Exchange(
             method=request.method,
             url=url,
             path=parts.path,
             query=parts.query,
-            headers=headers,
+            headers=lambda: self._headers(raw_headers),
             body=self._request_body(request),
         )
         request.extensions[_EXTENSION] = exchange
         with self._lock:
             self._items.append(exchange)
+
+    def _headers(self, items: Iterable[tuple[str, str]]) -> dict[str, str]:
+        scrub = self._scrubber
+        return {
+            name.lower(): ("<imagegen:scrubbed>" if scrub.is_secret_header(name) else scrub.text(v))
+            for name, v in items
+        }
 
     def _request_body(self, request: httpx2.Request) -> Any:
         try:
@@ -154,27 +238,28 @@ class Traffic:
         if not raw:
             return None
         content_type = request.headers.get("content-type", "")
-        stored, _canonical = self._scrubber.request_body(raw, content_type)
-        try:
-            return json.loads(stored or b"")
-        except ValueError:
-            return (stored or b"").decode("utf-8", "replace")[:MAX_TEXT_CHARS]
+
+        def make() -> Any:
+            stored, _canonical = self._scrubber.request_body(raw, content_type)
+            try:
+                return json.loads(stored or b"")
+            except ValueError:
+                return (stored or b"").decode("utf-8", "replace")[:MAX_TEXT_CHARS]
+
+        return _Pending(make)
 
     def _on_response(self, response: httpx2.Response) -> None:
         exchange = response.request.extensions.get(_EXTENSION)
         if not isinstance(exchange, Exchange):
             return
-        scrub = self._scrubber
         exchange.status = response.status_code
-        exchange.response_headers = {
-            name.lower(): ("<imagegen:scrubbed>" if scrub.is_secret_header(name) else scrub.text(v))
-            for name, v in response.headers.items()
-        }
+        raw_headers = list(response.headers.items())
+        exchange._response_headers = lambda: self._headers(raw_headers)
         content_type = response.headers.get("content-type", "")
 
         def finish(body: bytes, total: int, complete: bool) -> None:
             exchange.response_bytes = total
-            exchange.response = self._response_view(body, content_type)
+            exchange._response = _Pending(lambda: self._response_view(body, content_type))
             exchange.complete = complete
 
         if response.is_stream_consumed or response.is_closed:

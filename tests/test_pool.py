@@ -13,6 +13,7 @@ import openai
 import pytest
 from _support import REFERENCE_KEY
 
+from pytest_imagegen import bounds
 from pytest_imagegen.bounds import Limits, bounded_client
 from pytest_imagegen.cassettes import recording
 from pytest_imagegen.config import Endpoint
@@ -156,13 +157,72 @@ def test_a_cassette_answers_only_inside_its_own_block(
     assert len(server.log) == 3
 
 
+def test_the_pool_is_made_by_the_first_request_that_reaches_it(
+    pools: ConnectionPools, endpoint: Endpoint, server: ReferenceServer, tmp_path: Path
+) -> None:
+    """No SSL context for a replay: vcrpy answers before the pool is touched; the first
+    live request makes it (bounded, see pytest_imagegen.bounds), and only once."""
+    pool = pools.pool(endpoint)
+    client = endpoint.client(http_client=_http(pools, endpoint))
+    path = tmp_path / "cat.yaml"
+    with recording(path, mode="once", secrets=[REFERENCE_KEY]):
+        assert _generate(client) == 1
+    assert pool.made
+    made = pool._pool
+
+    replaying = ConnectionPools()
+    try:
+        unmade = replaying.pool(endpoint)
+        replayer = endpoint.client(http_client=_http(replaying, endpoint))
+        with recording(path, mode="none") as session:
+            assert _generate(replayer) == 1
+        assert session.status == "replayed" and not unmade.made
+        replaying.close()  # closing a pool never made does not make one
+        assert not unmade.made
+    finally:
+        replaying.close()
+
+    assert _generate(client) == 1  # live, through the pool made by the recording
+    assert pool._pool is made
+    assert isinstance(made, bounds._CappedPool)
+    assert len(server.log) == 2
+
+
+def test_preload_leaves_what_is_loaded_out_of_full_collections() -> None:
+    """The SDK's long-lived objects are frozen before the first test (full collections
+    skip them) until the session ends; what tests make is still collected."""
+    import gc
+    import weakref
+
+    from pytest_imagegen.pool import preload
+
+    gc.unfreeze()
+    undo = preload()
+    try:
+        assert gc.get_freeze_count() > 10_000
+
+        class Cycle:
+            pass
+
+        garbage = Cycle()
+        garbage.self = garbage  # type: ignore[attr-defined]
+        gone = weakref.ref(garbage)
+        del garbage
+        gc.collect()
+        assert gone() is None
+    finally:
+        undo()
+    assert gc.get_freeze_count() == 0
+
+
 def test_the_plugin_builds_one_transport_per_endpoint_for_the_session(
     pytester: pytest.Pytester,
     server: ReferenceServer,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Three tests through ``imagegen_client``: one HTTPTransport (one SSL context) for the
-    whole run, and each test still replays its own cassette, with its own timeout."""
+    """Three tests through ``imagegen_client``: recording them builds one HTTPTransport (one
+    SSL context) for the whole run; replaying them builds none, since no request reaches
+    the pool; each test still replays its own cassette, with its own timeout."""
     monkeypatch.setenv("LOCAL_KEY", REFERENCE_KEY)
     pytester.makepyprojecttoml(
         f"""
@@ -187,10 +247,6 @@ def test_the_plugin_builds_one_transport_per_endpoint_for_the_session(
             assert image.data[0].b64_json
         """
     )
-    record = pytester.runpytest("--imagegen-record-mode=once", "-p", "no:cacheprovider")
-    record.assert_outcomes(passed=3)
-    served = len(server.log)
-
     built: list[object] = []
     original = httpx2.HTTPTransport.__init__
 
@@ -199,9 +255,16 @@ def test_the_plugin_builds_one_transport_per_endpoint_for_the_session(
         original(self, *args, **kwargs)
 
     monkeypatch.setattr(httpx2.HTTPTransport, "__init__", counting)
+    record = pytester.runpytest("--imagegen-record-mode=once", "-p", "no:cacheprovider")
+    record.assert_outcomes(passed=3)
+    assert len(built) == 1
+    served = len(server.log)
+    assert served == 3
+
+    built.clear()
     replay = pytester.runpytest("--imagegen-report=r.json", "-p", "no:cacheprovider")
     replay.assert_outcomes(passed=3)
-    assert len(built) == 1
+    assert built == []
     assert len(server.log) == served
     tests = json.loads((pytester.path / "r.json").read_text())["tests"]
     assert [t["cassette_status"] for t in tests] == ["replayed"] * 3

@@ -138,3 +138,39 @@ def test_a_replayed_answer_is_seen_like_a_live_one(server: ReferenceServer, tmp_
         assert exchange is not None and exchange.status == 200 and exchange.complete
         assert exchange.body["prompt"] == "a fox"
         assert [(i["format"], i["size"]) for i in exchange.images] == [("png", "1024x1024")]
+
+
+def test_views_are_made_when_read_not_when_sent(
+    server: ReferenceServer, traffic: Traffic, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hooks only note what passes: scrubbing bodies and describing images (Pillow)
+    waits until a test reads the exchange, and happens once."""
+    from pytest_imagegen import traffic as traffic_module
+
+    described: list[int] = []
+    original = traffic_module._image_info
+
+    def counting(data: bytes) -> dict[str, object]:
+        described.append(len(data))
+        return original(data)
+
+    monkeypatch.setattr(traffic_module, "_image_info", counting)
+    scrubbed: list[object] = []
+    original_body = Scrubber.request_body
+
+    def counting_body(self: Scrubber, body: object, content_type: str) -> tuple[bytes | None, str]:
+        scrubbed.append(body)
+        return original_body(self, body, content_type)
+
+    monkeypatch.setattr(Scrubber, "request_body", counting_body)
+    client = sync_client(server, traffic)
+    client.images.generate(model="gpt-image-1", prompt="a fox", quality="low", size="1024x1024")
+    [exchange] = traffic.generations
+    assert (described, scrubbed) == ([], [])
+    assert exchange.status == 200 and exchange.complete and exchange.response_bytes > 0
+    assert exchange.body["prompt"] == "a fox" and exchange.body["prompt"] == "a fox"
+    assert [(i["format"], i["size"]) for i in exchange.images] == [("png", "1024x1024")]
+    assert exchange.images == exchange.images
+    assert len(described) == 1 and len(scrubbed) == 1
+    assert exchange.headers["authorization"] == PLACEHOLDER
+    assert_scrubbed(traffic)
