@@ -20,7 +20,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import openai
 
+    from pytest_imagegen.budget import Budget
+    from pytest_imagegen.cassettes import CassetteUse
     from pytest_imagegen.config import Endpoint
+    from pytest_imagegen.traffic import Traffic
 
 #: What ``api_key`` is when an endpoint needs none (a loopback server, a replayed cassette):
 #: the SDK refuses to build a client without one.
@@ -193,6 +196,31 @@ def async_event_hooks(hooks: Mapping[str, Any]) -> dict[str, list[Any]]:
         return hook
 
     return {event: [wrap(f) for f in functions] for event, functions in hooks.items()}
+
+
+def fixture_hooks(
+    endpoint: Endpoint,
+    budget: Budget,
+    cassette: CassetteUse,
+    traffic: Traffic,
+    data: dict[str, Any],
+) -> dict[str, list[Any]]:
+    """The hooks of a test's clients: the budget guard (live requests only), the report's
+    measurements in the test's ``data``, and the ``imagegen_requests`` log."""
+    from pytest_imagegen.budget import event_hooks
+    from pytest_imagegen.testdata import cost_adder, measuring_hooks
+
+    hooks = event_hooks(
+        budget,
+        endpoint,
+        is_live=cassette.is_live,
+        on_cost=cost_adder(data),
+        replayed=cassette.replayed_counter(),
+    )
+    for added in (measuring_hooks(data, cassette.session.plays), traffic.event_hooks()):
+        for event, functions in added.items():
+            hooks[event].extend(functions)
+    return hooks
 
 
 def fixture_client(

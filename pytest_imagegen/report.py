@@ -189,6 +189,37 @@ def imagegen_data(report: object) -> dict[str, Any] | None:
     return found if isinstance(found, dict) else None
 
 
+def finish_report(
+    report: pytest.TestReport,
+    data: dict[str, Any],
+    error: BaseException | None,
+    *,
+    expected: str | None,
+    settings: Settings | None,
+) -> None:
+    """A test phase's report made ready for the collector, from the plugin's
+    ``pytest_runtest_makereport`` wrapper: the outcome (and, for a failure, its category,
+    problem class and hint, with ``expected`` the check's summary) noted in the test's
+    ``data``, secrets masked in the failure text (with ``settings``), then
+    :func:`prepare_report`. ``error`` is the exception the phase ended with, if any."""
+    if report.when == "call" or (report.when == "setup" and not report.passed):
+        data["outcome"] = report.outcome
+        if report.passed and data.get("deviations"):
+            data["outcome"] = "warned"  # passed with DeviationWarnings
+        if report.failed and error is not None:
+            from pytest_imagegen.classify import diagnosis_of
+            from pytest_imagegen.errors import ConformanceFailure
+
+            note_failure(
+                data,
+                diagnosis_of(error),
+                expected=expected,
+                seen=str(error) if isinstance(error, ConformanceFailure) else None,
+            )
+    redact_failure(report, settings)
+    prepare_report(report)
+
+
 def redact_failure(report: pytest.TestReport, settings: Settings | None) -> None:
     """A failure text that quotes an endpoint's key or a configured header value shows it
     masked in the terminal, as in the reports."""
@@ -299,8 +330,8 @@ class ReportCollector:
     a failure and the cost advice); ``thresholds`` the rating thresholds by
     :mod:`pytest_imagegen.ratings` key; ``custom_profiles`` the user's profiles (to price a
     fallback model); ``reproduce_env`` variables a reproducing command must set (the
-    reference server's defects). The plugin may fill :attr:`unused_cassettes` before the
-    summary is rendered.
+    reference server's defects). :meth:`find_unused_cassettes` fills
+    :attr:`unused_cassettes` before the summary is rendered.
     """
 
     def __init__(
@@ -365,6 +396,21 @@ class ReportCollector:
             # A teardown error, or xdist's report (when "???") for a crashed worker's item.
             record.outcome = "failed"
             record.message = _message(report)
+
+    def find_unused_cassettes(self) -> None:
+        """List the cassettes no test replayed, in the folders of those the tests named: a
+        cassette its test did not play (the test skipped before sending) is as unused as one
+        no test names. Only meaningful on a run that selected every test."""
+        from pytest_imagegen.cassettes import unused_in_folders
+
+        tests = [r.data for r in self._records.values() if r.outcome is not None]
+        used = [str(t["cassette"]) for t in tests if t.get("cassette")]
+        unplayed = [
+            str(t["cassette"])
+            for t in tests
+            if t.get("cassette") and t.get("cassette_status") == "unused"
+        ]
+        self.unused_cassettes = [str(p) for p in unused_in_folders(used, unplayed=unplayed)]
 
     def summary(self) -> dict[str, Any]:
         """The JSON report document (schema ``pytest-imagegen/report``, version 2)."""

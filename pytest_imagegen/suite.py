@@ -1,5 +1,6 @@
 """The shipped suite and the tests that use imagegen fixtures: finding and adding the suite
-file, its node ids, the ``imagegen`` marker, parametrising by endpoint, each test's data.
+file, its node ids, the ``imagegen`` marker, parametrising by endpoint, each test's data,
+its cassette, and the context a suite check runs with.
 
 Standard library and pytest only at import: the plugin imports this module in every run.
 """
@@ -7,6 +8,8 @@ Standard library and pytest only at import: the plugin imports this module in ev
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,7 +27,12 @@ from pytest_imagegen.state import run_state
 from pytest_imagegen.testdata import PROPERTY, find_data, new_data
 
 if TYPE_CHECKING:
+    from pytest_imagegen.budget import Budget
+    from pytest_imagegen.cassettes import CassetteUse
+    from pytest_imagegen.checks import Check
+    from pytest_imagegen.checks.context import CheckContext
     from pytest_imagegen.config import Endpoint, Settings
+    from pytest_imagegen.pool import ConnectionPools
 
 #: The shipped suite: a package installed as ``pytest_imagegen.suites``, its test file, the
 #: module attribute that makes its items, and the module name its cassettes are filed under.
@@ -32,6 +40,10 @@ SUITE_PACKAGE = "pytest_imagegen.suites"
 SUITE_FILE = "test_conformance.py"
 SUITE_ATTRIBUTE = "imagegen_suite"
 SUITE_CASSETTE_MODULE = "conformance"
+
+#: The exception a test's call phase ended with: a cassette error it already reported is
+#: not raised a second time when the cassette closes at teardown.
+CALL_ERROR = pytest.StashKey[BaseException]()
 
 
 # --------------------------------------------------------------------------- the suite file
@@ -246,3 +258,138 @@ def item_data(item: pytest.Item) -> dict[str, Any]:
 def existing_data(item: pytest.Item) -> dict[str, Any] | None:
     """The per-test report data of ``item`` if it has any (never creates it)."""
     return find_data(item.user_properties)
+
+
+# --------------------------------------------------------------------------- cassettes
+
+
+def already_reported(item: pytest.Item, error: BaseException) -> bool:
+    """Did the test's call phase already fail with ``error`` (or with something caused by it)?"""
+    seen = item.stash.get(CALL_ERROR, None)
+    while seen is not None:
+        if seen is error:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def module_name(item: pytest.Item) -> str:
+    """The test module's part of ``item``'s node id: the folder its cassettes go in."""
+    return item.nodeid.split("::", 1)[0]
+
+
+@contextmanager
+def item_cassette(
+    item: pytest.Item, endpoint: Endpoint, settings: Settings, module: str, test: str
+) -> Iterator[CassetteUse]:
+    """The test's cassette around a block, its path and status noted in the test's data."""
+    from pytest_imagegen import cassettes
+
+    with cassettes.use_cassette(
+        cassettes.cassette_path(settings.cassette_dir, endpoint.name, module, test),
+        mode=record_mode(item, settings),
+        secrets=endpoint.secrets,
+        secret_headers=tuple(endpoint.headers),
+        loopback=endpoint.is_loopback,
+        data=item_data(item),
+        reported=lambda error: already_reported(item, error),
+    ) as cassette:
+        yield cassette
+
+
+@contextmanager
+def marked_cassette(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The cassette of a test marked ``imagegen`` that makes its own clients (none for a
+    suite check or a test using the imagegen clients: they have theirs)."""
+    item = request.node
+    if (
+        item.get_closest_marker(MARKER) is None
+        or getattr(item, "imagegen_check", None) is not None
+        or "_imagegen_test_cassette" in getattr(item, "fixturenames", ())
+    ):
+        yield
+        return
+    settings: Settings = request.getfixturevalue("imagegen_settings")
+    name = item_endpoint_name(item)
+    named = marker_options(item).endpoints or ()
+    if name is None:
+        name = named[0] if len(named) == 1 else settings.selected_endpoints()[0].name
+    with item_cassette(item, settings.endpoint(name), settings, module_name(item), item.name):
+        yield
+
+
+# --------------------------------------------------------------------------- suite checks
+
+
+@contextmanager
+def check_context(
+    request: pytest.FixtureRequest,
+    settings: Settings,
+    budget: Budget,
+    pools: ConnectionPools,
+) -> Iterator[CheckContext]:
+    """The context a suite check runs with: its endpoint (bound to the reference server when
+    it is the embedded one), clients, budget, data, its cassette, and the request bodies
+    the cassette recorded when it is replayed."""
+    from pytest_imagegen.cassettes import recorded_requests
+    from pytest_imagegen.checks.context import CheckContext
+    from pytest_imagegen.config import bind_reference
+
+    item = request.node
+    check: Check = item.imagegen_check
+    endpoint = settings.endpoint(item.imagegen_endpoint_name)
+    reference = request.getfixturevalue("imagegen_reference") if endpoint.is_reference else None
+    gateway = endpoint.upstream is not None
+    with ExitStack() as stack:
+        is_live = replayed = recorded = cassette = tap = plays = None
+        replaying = False
+        # Checks with scripted faults talk to the reference server directly: a stall cannot
+        # be recorded, and what they test is the live behaviour. Through a gateway they are
+        # recorded like the others, with what the upstream received next to the cassette.
+        # Timing checks never: vcrpy reads a whole answer before the client sees any of it.
+        if check.sends_requests and (gateway or not check.needs_faults) and not check.live_timing:
+            cassette = stack.enter_context(
+                item_cassette(item, endpoint, settings, SUITE_CASSETTE_MODULE, check.id)
+            )
+            is_live, replayed = cassette.is_live, cassette.replayed_counter()
+            # Checks that draw their requests replay the recorded ones: new draws depend on
+            # the hypothesis release and on the local modules imported.
+            recorded = recorded_requests(cassette)
+            plays = cassette.session.plays
+            # What an existing cassette holds replays, whatever key is configured.
+            replaying = cassette.policy != "live" and cassette.session.path.exists()
+        elif check.live_timing:
+            # No cassette, but the run replays: timing checks skip, saying so.
+            replaying = record_mode(item, settings) == "none" and not endpoint.is_loopback
+        if gateway:
+            from pytest_imagegen.errors import ConfigError
+            from pytest_imagegen.upstream import upstream_side
+
+            try:
+                reference, tap = upstream_side(
+                    endpoint,
+                    stack,
+                    cassette=cassette,
+                    upstreams=lambda: request.getfixturevalue("_imagegen_upstreams"),
+                )
+            except ConfigError as exc:
+                pytest.fail(f"pytest-imagegen upstream: {exc}", pytrace=False)
+        endpoint = bind_reference(endpoint, reference)
+        ctx = CheckContext(
+            endpoint,
+            reference=reference,
+            budget=budget,
+            is_live=is_live,
+            replayed=replayed,
+            data=item_data(item),
+            recorded_requests=recorded,
+            upstream_tap=tap,
+            plays=plays,
+            replaying=replaying,
+            transport=pools.transport(endpoint),
+        )
+        stack.callback(ctx.close)
+        yield ctx
+        if item.stash.get(CALL_ERROR, None) is not None:
+            # The evidence behind a failure: what was sent and what came back.
+            ctx.data["exchanges"] = ctx.exchanges()
