@@ -23,6 +23,15 @@ from pytest_imagegen.names import (
     LIVE_RECORD_MODES,
     RECORD_MODES,
 )
+from pytest_imagegen.profiles import (
+    PROFILES,
+    SETTABLE,
+    canonical_model,
+    get_profile,
+    make_custom_profile,
+    model_kind,
+    resolve_profile,
+)
 from pytest_imagegen.ratings import DEFAULT_THRESHOLDS, describe_thresholds, threshold_problem
 from pytest_imagegen.redact import Redactor, is_secret_name, looks_like_key
 
@@ -334,30 +343,7 @@ PRECEDENCE: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("endpoint.api_version", (FILE,)),
     ("endpoint.deployments", (FILE, DEFAULT)),
     # a custom profile: what the file overrides, else the parent profile's value
-    *(
-        (f"profile.{key}", (FILE, PROFILE))
-        for key in (
-            "sizes",
-            "default_size",
-            "qualities",
-            "default_quality",
-            "n_max",
-            "response_formats",
-            "default_response_format",
-            "output_formats",
-            "styles",
-            "backgrounds",
-            "moderations",
-            "output_compression",
-            "streaming",
-            "prompt_max_chars",
-            "returns_usage",
-            "returns_revised_prompt",
-            "prices",
-            "size_rule",
-            "extra_params",
-        )
-    ),
+    *((f"profile.{key}", (FILE, PROFILE)) for key in SETTABLE),
 )
 
 # A layer maps a key to (value, source label); a callable entry is asked with the values
@@ -537,44 +523,6 @@ class EndpointConfig(_FileModel):
         return value
 
 
-class SizeRuleConfig(_FileModel):
-    """Arbitrary ``WxH`` sizes accepted by a custom profile (gpt-image-2 style).
-
-    Keys left out take the lenient ``custom`` profile's rule.
-    """
-
-    multiple_of: int | None = Field(default=None, gt=0)
-    max_aspect: float | None = Field(default=None, ge=1)
-    max_long_edge: int | None = Field(default=None, gt=0)
-    max_short_edge: int | None = Field(default=None, gt=0)
-    min_pixels: int | None = Field(default=None, gt=0)
-
-
-class CustomProfileConfig(_FileModel):
-    """One ``[tool.imagegen.profiles.NAME]`` table: a parent profile plus overrides."""
-
-    parent: str = "custom"
-    sizes: list[str] | None = None
-    size_rule: SizeRuleConfig | None = None
-    default_size: str | None = None
-    qualities: list[str] | None = None
-    default_quality: str | None = None
-    n_max: int | None = Field(default=None, ge=1)
-    response_formats: list[str] | None = None
-    default_response_format: str | None = None
-    output_formats: list[str] | None = None
-    styles: list[str] | None = None
-    backgrounds: list[str] | None = None
-    moderations: list[str] | None = None
-    output_compression: bool | None = None
-    streaming: bool | None = None
-    prompt_max_chars: int | None = Field(default=None, ge=1)
-    returns_usage: bool | None = None
-    returns_revised_prompt: bool | None = None
-    prices: dict[str, dict[str, float]] | None = None
-    extra_params: list[str] | None = None
-
-
 class ReferenceConfig(_FileModel):
     """``[tool.imagegen.reference]``: how the embedded reference server behaves.
 
@@ -604,7 +552,8 @@ class FileConfig(_FileModel):
     budget_usd: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     report: str | None = None
     endpoints: list[EndpointConfig] | None = None
-    profiles: dict[str, CustomProfileConfig] | None = None
+    # Each table is checked by the profiles module, which also builds it: one validation.
+    profiles: dict[str, dict[str, Any]] | None = None
     reference: ReferenceConfig | None = None
     ratings: RatingsConfig | None = None
 
@@ -1135,10 +1084,6 @@ def _allowed_keys(loc: Sequence[str | int]) -> tuple[str, ...]:
         return tuple(EndpointConfig.model_fields)
     if parent[0] == "reference":
         return tuple(ReferenceConfig.model_fields)
-    if parent[0] == "profiles":
-        if len(parent) >= 3 and parent[2] == "size_rule":
-            return tuple(SizeRuleConfig.model_fields)
-        return tuple(CustomProfileConfig.model_fields)
     return ()
 
 
@@ -1159,6 +1104,14 @@ _FIELD_HINTS = {
 }
 
 
+def _unknown_key(where: str, key: str, allowed: Sequence[str], note: str = "") -> str:
+    """The line for a key its table does not take: the nearest valid key, then all of them."""
+    return (
+        f"{where}: unknown key {key!r}.{did_you_mean(key, allowed)}{note} "
+        f"Valid keys here: {', '.join(allowed)}."
+    )
+
+
 def _validation_errors(exc: ValidationError, table: Mapping[str, Any], src: _Source) -> str:
     lines = []
     for err in exc.errors():
@@ -1166,13 +1119,12 @@ def _validation_errors(exc: ValidationError, table: Mapping[str, Any], src: _Sou
         where = _loc_text(loc, table, src)
         if err["type"] == "extra_forbidden":
             key = str(loc[-1])
-            allowed = _allowed_keys(loc)
-            line = f"{where}: unknown key {key!r}.{did_you_mean(key, allowed)}"
+            note = ""
             if not [p for p in loc[:-1] if not isinstance(p, int)] and key in (
                 EndpointConfig.model_fields
             ):
-                line += f" ({key!r} belongs in a [[{src.table('endpoints')}]] table.)"
-            line += f" Valid keys here: {', '.join(allowed)}."
+                note = f" ({key!r} belongs in a [[{src.table('endpoints')}]] table.)"
+            line = _unknown_key(where, key, _allowed_keys(loc), note)
         elif err["type"] == "missing":
             line = f"{where}: required key missing; add it."
         else:
@@ -1242,8 +1194,6 @@ def load_settings(
     :class:`ModelSeparationError` with a message that names the file, key or variable and
     says what to do.
     """
-    from pytest_imagegen import profiles as profiles_mod
-
     rootdir = Path(rootdir).absolute()
     cli_layer = _cli_layer(cli)
     envs = EnvironmentSettings.from_mapping(env)
@@ -1259,7 +1209,7 @@ def load_settings(
             raise ConfigError(_validation_errors(exc, table, src)) from None
 
     problems = _Problems()
-    custom, custom_sources = _custom_profiles(file_cfg, src, problems, profiles_mod)
+    custom, custom_sources = _custom_profiles(file_cfg, src, problems)
     ratings, ratings_sources = _ratings(file_cfg, src, problems)
     problems.raise_if_any()
 
@@ -1329,7 +1279,7 @@ def load_settings(
 
     endpoints: list[Endpoint] = []
     for draft in drafts:
-        endpoint = _resolve_endpoint(draft, custom, problems, profiles_mod)
+        endpoint = _resolve_endpoint(draft, custom, problems)
         if endpoint is not None:
             endpoints.append(endpoint)
     problems.raise_if_any()
@@ -1440,15 +1390,21 @@ def _cli_layer(cli: Mapping[str, Any]) -> dict[str, tuple[Any, str]]:
 
 
 def _custom_profiles(
-    file_cfg: FileConfig, src: _Source | None, problems: _Problems, profiles_mod: Any
+    file_cfg: FileConfig, src: _Source | None, problems: _Problems
 ) -> tuple[dict[str, Profile], dict[str, str]]:
-    """Build the ``[tool.imagegen.profiles.NAME]`` profiles (file overrides > parent's values)."""
+    """Build the ``[tool.imagegen.profiles.NAME]`` profiles (file overrides > parent's values).
+
+    The values are checked where the library checks them (:func:`make_custom_profile`);
+    here only what a file adds: the table's name, its ``parent`` and its keys, named by
+    their place in the file.
+    """
     built: dict[str, Profile] = {}
     sources: dict[str, str] = {}
     if not file_cfg.profiles or src is None:
         return built, sources
-    known = tuple(profiles_mod.PROFILES)
-    for name, cfg in file_cfg.profiles.items():
+    known = tuple(PROFILES)
+    allowed = ("parent", *SETTABLE)
+    for name, table in file_cfg.profiles.items():
         where = f"{src.path}: [{src.table('profiles')}.{name}]"
         if not _PROFILE_NAME_RE.fullmatch(name):
             problems.add(f"{where}: profile names must match [a-z0-9_.-]+.")
@@ -1459,27 +1415,37 @@ def _custom_profiles(
                 f'(e.g. "{name}-relay") and set parent = "{name}".'
             )
             continue
-        if cfg.parent not in known:
+        unknown = [key for key in table if key not in allowed]
+        for key in unknown:
+            place = f"profiles.{name}.{key} ([{src.table('profiles')}.{name}])"
+            problems.add(f"{src.path}: " + _unknown_key(place, key, allowed))
+        if unknown:
+            continue
+        parent = table.get("parent", "custom")
+        if not isinstance(parent, str) or parent not in known:
             problems.add(
-                f"{where}: parent = {cfg.parent!r} is not a built-in profile."
-                f"{did_you_mean(cfg.parent, known)} Known profiles: {', '.join(known)}."
+                f"{where}: parent = {parent!r} is not a built-in profile."
+                f"{did_you_mean(str(parent), known)} Known profiles: {', '.join(known)}."
             )
             continue
-        parent = profiles_mod.get_profile(cfg.parent)
-        overrides = cfg.model_dump(exclude_unset=True, exclude={"parent"})
+        overrides = {k: v for k, v in table.items() if k != "parent"}
+        try:
+            profile = make_custom_profile(name, parent=parent, **overrides)
+        except ConfigError as exc:
+            detail = str(exc.args[0] if exc.args else exc).rstrip(".")
+            problems.add(f"{where}: {detail}. Fix the overrides in that table.")
+            continue
         file_layer = {k: (v, SOURCE_FILE) for k, v in overrides.items()}
+        parent_profile = get_profile(parent)
         parent_layer = {
-            k[len("profile.") :]: (getattr(parent, k[len("profile.") :], None), SOURCE_PROFILE)
+            k[len("profile.") :]: (
+                getattr(parent_profile, k[len("profile.") :], None),
+                SOURCE_PROFILE,
+            )
             for k, _ in PRECEDENCE
             if k.startswith("profile.")
         }
         _values, value_sources = resolve("profile", {FILE: file_layer, PROFILE: parent_layer})
-        try:
-            profile = profiles_mod.make_custom_profile(name, parent=cfg.parent, **overrides)
-        except (ValueError, TypeError, KeyError, ConfigError) as exc:
-            detail = str(exc.args[0] if exc.args else exc).rstrip(".")
-            problems.add(f"{where}: {detail}. Fix the overrides in that table.")
-            continue
         built[name] = profile
         sources[f"profiles.{name}.parent"] = SOURCE_FILE
         for key, source in value_sources.items():
@@ -1576,8 +1542,6 @@ def _env_draft(
 ) -> _EndpointDraft:
     """The single ``env`` endpoint from the OPENAI_* variables; with ``cli_layer`` (values
     of --imagegen-base-url & co.), the ``cli`` endpoint, whose options win over them."""
-    from pytest_imagegen.profiles import model_kind
-
     cli_layer = dict(cli_layer or {})
     layer: dict[str, Any] = {
         "api_key_env": (DEFAULT_OPENAI_KEY_ENV, f"{SOURCE_ENV} {DEFAULT_OPENAI_KEY_ENV}"),
@@ -1682,7 +1646,6 @@ def _resolve_endpoint(
     draft: _EndpointDraft,
     custom: Mapping[str, Profile],
     problems: _Problems,
-    profiles_mod: Any,
 ) -> Endpoint | None:
     """Resolve one endpoint's layers and check it; problems are collected, None returned."""
     before = len(problems.lines)
@@ -1750,9 +1713,9 @@ def _resolve_endpoint(
         )
 
     # ---- model separation and the profile
-    profile = _endpoint_profile(draft, values, sources, custom, problems, profiles_mod)
+    profile = _endpoint_profile(draft, values, sources, custom, problems)
     if chat_model is not None:
-        _check_chat_model(draft, image_model, chat_model, problems, profiles_mod)
+        _check_chat_model(draft, image_model, chat_model, problems)
 
     # ---- fallback
     fallback = tuple(dict(step) for step in values["fallback"])
@@ -1768,7 +1731,6 @@ def _resolve_endpoint(
                 chat_model,
                 custom,
                 problems,
-                profiles_mod,
             )
 
     # ---- upstream mode
@@ -1945,8 +1907,8 @@ def _response_bytes(mb: Any) -> int | None:
     return None if mb is None else max(1, round(float(mb) * 1_000_000))
 
 
-def _known_profiles(custom: Mapping[str, Profile], profiles_mod: Any) -> tuple[str, ...]:
-    return (*profiles_mod.PROFILES, *custom)
+def _known_profiles(custom: Mapping[str, Profile]) -> tuple[str, ...]:
+    return (*PROFILES, *custom)
 
 
 def _endpoint_profile(
@@ -1955,12 +1917,11 @@ def _endpoint_profile(
     sources: dict[str, str],
     custom: Mapping[str, Profile],
     problems: _Problems,
-    profiles_mod: Any,
 ) -> Profile | None:
     """The endpoint's profile; refuses chat models and unknown models without a profile."""
     image_model: str = values["image_model"]
     label = draft.label
-    kind = profiles_mod.model_kind(image_model)
+    kind = model_kind(image_model)
     if kind == "chat":
         if draft.in_file:
             fix = (
@@ -1980,7 +1941,7 @@ def _endpoint_profile(
             separation=True,
         )
         return None
-    known = _known_profiles(custom, profiles_mod)
+    known = _known_profiles(custom)
     explicit = values.get("profile") if draft.explicit_profile else None
     if explicit is not None and explicit not in known:
         problems.add(
@@ -1989,9 +1950,7 @@ def _endpoint_profile(
             "own under [tool.imagegen.profiles.NAME] with a parent)."
         )
         return None
-    profile: Profile | None = profiles_mod.resolve_profile(
-        image_model, profile=explicit, custom=dict(custom)
-    )
+    profile: Profile | None = resolve_profile(image_model, profile=explicit, custom=dict(custom))
     if profile is None:
         if draft.in_file:
             fix = (
@@ -2017,20 +1976,20 @@ def _endpoint_profile(
     return profile
 
 
-def _same_model(a: str, b: str, profiles_mod: Any) -> bool:
+def _same_model(a: str, b: str) -> bool:
     """Do ``a`` and ``b`` name one model (relay aliases, provider prefixes and case aside)?"""
 
     def canonical(model: str) -> str:
-        return profiles_mod.canonical_model(model) or model.strip().lower().rsplit("/", 1)[-1]
+        return canonical_model(model) or model.strip().lower().rsplit("/", 1)[-1]
 
     return canonical(a) == canonical(b)
 
 
 def _check_chat_model(
-    draft: _EndpointDraft, image_model: str, chat_model: str, problems: _Problems, profiles_mod: Any
+    draft: _EndpointDraft, image_model: str, chat_model: str, problems: _Problems
 ) -> None:
     label = draft.label
-    if _same_model(image_model, chat_model, profiles_mod):
+    if _same_model(image_model, chat_model):
         problems.add(
             f"{label('chat_model')}: chat_model {chat_model!r} is the image model "
             f"({label('image_model')} = {image_model!r}); one model cannot serve both image "
@@ -2038,7 +1997,7 @@ def _check_chat_model(
             "gpt-4o-mini), or leave it unset.",
             separation=True,
         )
-    elif profiles_mod.model_kind(chat_model) == "image":
+    elif model_kind(chat_model) == "image":
         problems.add(
             f"{label('chat_model')}: {chat_model!r} is an image model; chat requests would be "
             "sent to an image model. Set it to the chat model your app uses (e.g. gpt-4o-mini), "
@@ -2057,7 +2016,6 @@ def _check_step(
     chat_model: str | None,
     custom: Mapping[str, Profile],
     problems: _Problems,
-    profiles_mod: Any,
 ) -> None:
     """Refuse a fallback step the endpoint's (or the step's model's) profile rejects."""
     from pytest_imagegen.request_builder import validate_request
@@ -2067,7 +2025,7 @@ def _check_step(
     model = step.get("model") or image_model
     step_profile = profile
     if step.get("model"):
-        kind = profiles_mod.model_kind(model)
+        kind = model_kind(model)
         if kind == "chat":
             problems.add(
                 f"{where}: model = {model!r} is a chat model; this fallback step would send "
@@ -2076,23 +2034,24 @@ def _check_step(
                 separation=True,
             )
             return
-        if chat_model is not None and _same_model(model, chat_model, profiles_mod):
+        if chat_model is not None and _same_model(model, chat_model):
             problems.add(
                 f"{where}: model = {model!r} is this endpoint's chat_model; use an image model.",
                 separation=True,
             )
             return
-        if _same_model(model, image_model, profiles_mod):
+        if _same_model(model, image_model):
             step_profile = profile
         else:
-            step_profile = profiles_mod.resolve_profile(model, custom=dict(custom))
-            if step_profile is None:
+            found = resolve_profile(model, custom=dict(custom))
+            if found is None:
                 problems.add(
                     f"{where}: model = {model!r} is not a model pytest-imagegen knows, so the "
                     "step cannot be checked. Use a known image model name, or configure that "
                     "model as an endpoint of its own with a profile."
                 )
                 return
+            step_profile = found
     body = {"model": model, "prompt": "fallback step check", **step}
     for violation in validate_request(body, step_profile):
         if violation.param is None or violation.param not in step:

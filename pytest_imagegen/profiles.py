@@ -795,7 +795,8 @@ _BOOL_FIELDS = {
 }
 _INT_FIELDS = {"n_max", "prompt_max_chars"}
 _STR_FIELDS = {"family", "default_size", "default_quality", "default_response_format"}
-_SETTABLE = [f.name for f in fields(Profile) if f.name not in ("name", "parent")]
+#: The fields a custom profile may set (library and ``[tool.imagegen.profiles.NAME]`` alike).
+SETTABLE = tuple(f.name for f in fields(Profile) if f.name not in ("name", "parent"))
 
 
 def make_custom_profile(
@@ -812,10 +813,10 @@ def make_custom_profile(
     where = f"custom profile {name!r}"
     values: dict[str, Any] = {}
     for key, value in overrides.items():
-        if key not in _SETTABLE:
-            hint = _did_you_mean(key, _SETTABLE)
+        if key not in SETTABLE:
+            hint = _did_you_mean(key, SETTABLE)
             raise ConfigError(
-                f"Unknown setting {key!r} in {where}.{hint} Valid settings: {', '.join(_SETTABLE)}."
+                f"Unknown setting {key!r} in {where}.{hint} Valid settings: {', '.join(SETTABLE)}."
             )
         values[key] = _coerce(key, value, where)
     profile = replace(base, name=name, parent=base.name, **values)

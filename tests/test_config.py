@@ -22,6 +22,7 @@ from pytest_imagegen.config import (
     load_settings,
 )
 from pytest_imagegen.errors import ConfigError, ModelSeparationError
+from pytest_imagegen.profiles import make_custom_profile
 
 RELAY = """
 [[tool.imagegen.endpoints]]
@@ -521,6 +522,49 @@ def test_bad_custom_profiles(tmp_path: Path, table: str, expected: str) -> None:
     message = refused(tmp_path)
     assert expected in message
     assert str(path) in message
+
+
+def test_a_file_profile_takes_every_setting_the_library_takes(tmp_path: Path) -> None:
+    # One validation path: the file's tables are built by make_custom_profile, so a field
+    # the library accepts (the edits settings here) is never refused as an unknown key.
+    write(
+        tmp_path,
+        """
+        [tool.imagegen.profiles.editor]
+        parent = "dall-e-2"
+        edit_max_images = 3
+        variations = false
+        edit_json = false
+        """,
+    )
+    settings = load(tmp_path)
+    made = make_custom_profile(
+        "editor", parent="dall-e-2", edit_max_images=3, variations=False, edit_json=False
+    )
+    assert settings.custom_profiles["editor"] == made
+    rows = {key: (value, source) for key, value, source in settings.describe()}
+    assert rows["profiles.editor.edit_max_images"] == ("3", SOURCE_FILE)
+
+
+@pytest.mark.parametrize(
+    ("setting", "toml", "value"),
+    [
+        ("n_max", "0", 0),
+        ("sizes", '"1024x1024"', "1024x1024"),
+        ("size_rule", "{ multiple_of = 16, step = 2 }", {"multiple_of": 16, "step": 2}),
+    ],
+)
+def test_a_bad_file_profile_value_gets_the_library_message(
+    tmp_path: Path, setting: str, toml: str, value: Any
+) -> None:
+    path = write(
+        tmp_path, f'[tool.imagegen.profiles.mine]\nparent = "custom"\n{setting} = {toml}\n'
+    )
+    message = refused(tmp_path)
+    with pytest.raises(ConfigError) as library:
+        make_custom_profile("mine", parent="custom", **{setting: value})
+    assert str(path) in message and "[tool.imagegen.profiles.mine]" in message
+    assert str(library.value).rstrip(".") in message
 
 
 def test_unknown_profile_name_suggests(tmp_path: Path) -> None:
