@@ -18,7 +18,7 @@ import math
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
@@ -36,13 +36,19 @@ from pytest_imagegen.profiles import (
 __all__ = [
     "CATEGORIES",
     "DEFECTS",
+    "EDIT_DEFECTS",
+    "STREAM_DEFECTS",
     "applicable_defects",
+    "edit_requests",
     "error_responses",
     "image_requests",
+    "invalid_edit_requests",
     "invalid_image_requests",
+    "invalid_stream_requests",
     "model_names",
     "prompts",
     "sizes",
+    "stream_requests",
 ]
 
 _ABSENT = object()  # "leave this key out" in optional draws
@@ -510,10 +516,13 @@ _DEFECTS: dict[str, _Defect] = {}
 
 
 def _defect(
-    name: str, applies: Callable[[Profile], bool] = lambda p: True
+    name: str,
+    applies: Callable[[Profile], bool] = lambda p: True,
+    *,
+    table: dict[str, _Defect] = _DEFECTS,
 ) -> Callable[[Plant], Plant]:
     def register(plant: Plant) -> Plant:
-        _DEFECTS[name] = _Defect(name, applies, plant)
+        table[name] = _Defect(name, applies, plant)
         return plant
 
     return register
@@ -715,13 +724,39 @@ def _partial_images_range(draw: st.DrawFn, body: dict[str, Any], p: Profile) -> 
 DEFECTS: tuple[str, ...] = tuple(_DEFECTS)
 
 
-def applicable_defects(*, profile: Profile | str) -> tuple[str, ...]:
-    """The :data:`DEFECTS` that :func:`invalid_image_requests` can plant for ``profile``."""
-    return tuple(_applicable(_as_profile(profile)))
+def applicable_defects(*, profile: Profile | str, kind: str = "generation") -> tuple[str, ...]:
+    """The defects that the invalid strategy of ``kind`` can plant for ``profile``:
+    ``generation`` (:data:`DEFECTS`, :func:`invalid_image_requests`), ``edit``
+    (:data:`EDIT_DEFECTS`, :func:`invalid_edit_requests`) or ``stream``
+    (:data:`STREAM_DEFECTS`, :func:`invalid_stream_requests`)."""
+    tables = {"generation": _DEFECTS, "edit": _EDIT_DEFECTS, "stream": _STREAM_DEFECTS}
+    if kind not in tables:
+        raise InvalidArgument(f"kind={kind!r} must be one of {', '.join(map(repr, tables))}")
+    return tuple(_applicable(_as_profile(profile), tables[kind]))
 
 
-def _applicable(p: Profile) -> list[str]:
-    return [d.name for d in _DEFECTS.values() if d.applies(p)]
+def _applicable(p: Profile, table: Mapping[str, _Defect] = _DEFECTS) -> list[str]:
+    return [d.name for d in table.values() if d.applies(p)]
+
+
+def _usable(
+    p: Profile, table: Mapping[str, _Defect], defects: Collection[str] | None, what: str
+) -> tuple[str, ...]:
+    usable = _applicable(p, table)
+    if defects is not None:
+        if isinstance(defects, str):
+            raise InvalidArgument(f"defects={defects!r} must be a collection of names, not a str")
+        unknown = [d for d in defects if d not in table]
+        if unknown:
+            raise InvalidArgument(f"unknown {what} {unknown}; choose from {', '.join(table)}")
+        usable = [d for d in usable if d in set(defects)]
+        if not usable:
+            raise InvalidArgument(
+                f"none of defects={sorted(defects)} applies to profile {p.name!r}"
+            )
+    if not usable:
+        raise InvalidArgument(f"no {what} applies to profile {p.name!r}")
+    return tuple(usable)
 
 
 @st.composite
@@ -762,6 +797,371 @@ def invalid_image_requests(
                 f"none of defects={sorted(defects)} applies to profile {p.name!r}"
             )
     return _invalid_request(p, model, tuple(usable))
+
+
+# --------------------------------------------------------------------------- stream requests
+
+_STREAM_DEFECTS: dict[str, _Defect] = {}
+
+
+@st.composite
+def _stream_request(draw: st.DrawFn, p: Profile, model: str | None) -> dict[str, Any]:
+    body = draw(_image_request(p, model))
+    body["stream"] = True
+    partial = _maybe(draw, st.integers(0, 3))
+    body.pop("partial_images", None)
+    if partial is not _ABSENT:
+        body["partial_images"] = partial
+    return body
+
+
+def stream_requests(
+    *, profile: Profile | str, model: str | None = None
+) -> st.SearchStrategy[dict[str, Any]]:
+    """Valid streamed ``images.generate`` bodies for ``profile``: an :func:`image_requests`
+    body with ``stream: true`` and ``partial_images`` absent, null or 0 to 3.
+
+    Only for profiles that stream (GPT-image); for others every stream request is invalid
+    (see :func:`invalid_stream_requests`).
+    """
+    p = _as_profile(profile)
+    if not p.streaming:
+        raise InvalidArgument(
+            f"profile {p.name!r} does not stream; draw its refusals with "
+            f"invalid_stream_requests(profile={p.name!r})"
+        )
+    if model is not None and not isinstance(model, str):
+        raise InvalidArgument(f"model={model!r} must be a string or None")
+    return _stream_request(p, model)
+
+
+for _name in ("stream_type", "partial_images_range"):
+    _STREAM_DEFECTS[_name] = _DEFECTS[_name]
+
+
+@_defect("partial_images_type", lambda p: p.streaming, table=_STREAM_DEFECTS)
+def _partial_images_type(draw: st.DrawFn, body: dict[str, Any], p: Profile) -> str:
+    body["stream"] = True
+    body["partial_images"] = draw(st.sampled_from(("2", 1.5, True, [1])))
+    return "partial_images"
+
+
+@_defect("stream_not_supported", lambda p: not p.streaming, table=_STREAM_DEFECTS)
+def _stream_not_supported(draw: st.DrawFn, body: dict[str, Any], p: Profile) -> str:
+    # dall-e models take no `stream` at all: OpenAI calls it an unknown parameter.
+    body["stream"] = True
+    body.pop("partial_images", None)
+    return "stream"
+
+
+#: Defects invalid_stream_requests can plant; each names the param the rejection must name.
+STREAM_DEFECTS: tuple[str, ...] = tuple(_STREAM_DEFECTS)
+
+
+@st.composite
+def _invalid_stream_request(
+    draw: st.DrawFn, p: Profile, model: str | None, defects: tuple[str, ...]
+) -> tuple[dict[str, Any], str]:
+    body = draw(_image_request(p, model))
+    if p.streaming:
+        body["stream"] = True
+    defect = draw(st.sampled_from(defects))
+    return body, _STREAM_DEFECTS[defect].plant(draw, body, p)
+
+
+def invalid_stream_requests(
+    *,
+    profile: Profile | str,
+    model: str | None = None,
+    defects: Collection[str] | None = None,
+) -> st.SearchStrategy[tuple[dict[str, Any], str]]:
+    """``(body, param)`` pairs: a streamed generation body for ``profile`` with one defect
+    planted, and the parameter a correct rejection names.
+
+    Defects (see :data:`STREAM_DEFECTS`): ``stream`` that is not a boolean, ``partial_images``
+    outside 0 to 3 or not an integer, and, for a profile that does not stream (dall-e),
+    ``stream`` itself (OpenAI answers "Unknown parameter: 'stream'.").
+    """
+    p = _as_profile(profile)
+    return _invalid_stream_request(p, model, _usable(p, _STREAM_DEFECTS, defects, "defects"))
+
+
+# --------------------------------------------------------------------------- edit requests
+#
+# An edit is multipart: the body is what ``client.images.edit(**body)`` takes, with the
+# input files as ``(filename, bytes, content_type)`` tuples (``image`` one tuple, or a list
+# of them, sent as ``image[]``; ``mask`` one tuple) and the other fields as Python values
+# (a form sends them as text: 2 -> "2", True -> "true"). No field is null: a form has none.
+
+_EDIT_DEFECTS: dict[str, _Defect] = {}
+_EDIT_DIMS = ((64, 64), (96, 64), (64, 96))
+_EDIT_FORMATS = ("png", "jpeg", "webp")
+_MIME = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+# Generation fields an edit does not take (the SDK's images.edit has no such keyword).
+_NOT_EDIT_FIELDS = ("moderation", "style")
+
+
+class FileTuple(NamedTuple):
+    """One input file as the SDK takes it, ``(filename, bytes, content_type)``; its repr
+    shows the size, not the bytes (hypothesis prints failing examples)."""
+
+    filename: str
+    content: bytes
+    content_type: str
+
+    def __repr__(self) -> str:
+        return f"({self.filename!r}, <{len(self.content)} bytes>, {self.content_type!r})"
+
+
+@lru_cache(maxsize=64)
+def _picture(width: int, height: int, fmt: str, alpha: bool, seed: str) -> bytes:
+    from pytest_imagegen.images import make_image, make_input_image
+
+    if alpha:
+        return make_input_image(width, height, fmt, seed=seed)
+    return make_image(width, height, fmt, seed=seed)
+
+
+@lru_cache(maxsize=8)
+def _mask_png(width: int, height: int) -> bytes:
+    from pytest_imagegen.images import make_mask
+
+    return make_mask(width, height)
+
+
+def _edit_file(width: int, height: int, fmt: str, index: int, *, alpha: bool = True) -> FileTuple:
+    data = _picture(width, height, fmt, alpha and fmt == "png", f"edit input {index}")
+    ext = "jpg" if fmt == "jpeg" else fmt
+    return FileTuple(f"image{index}.{ext}", data, _MIME[fmt])
+
+
+def _images_of(body: Mapping[str, Any]) -> list[FileTuple]:
+    image = body.get("image")
+    if image is None:
+        return []
+    return list(image) if isinstance(image, list) else [image]
+
+
+def _set_images(body: dict[str, Any], images: list[FileTuple]) -> None:
+    body["image"] = images[0] if len(images) == 1 else images
+
+
+@st.composite
+def _edit_request(draw: st.DrawFn, p: Profile, model: str | None) -> dict[str, Any]:
+    fields = draw(_image_request(p, model))
+    body = {k: v for k, v in fields.items() if v is not None and k not in _NOT_EDIT_FIELDS}
+    if body.get("stream") is not True:
+        body.pop("partial_images", None)
+    if p.input_fidelity and draw(st.booleans()):
+        body["input_fidelity"] = draw(st.sampled_from(("high", "low")))
+    dall_e = p.family == "dall-e"
+    width, height = (64, 64) if dall_e else draw(st.sampled_from(_EDIT_DIMS))
+    count = draw(st.integers(1, min(p.edit_max_images, 4)))
+    images = []
+    for index in range(count):
+        fmt = "png" if dall_e else draw(st.sampled_from(_EDIT_FORMATS))
+        # Only the first image sets the mask's size; the others may differ.
+        w, h = (width, height) if index == 0 else draw(st.sampled_from(_EDIT_DIMS))
+        images.append(_edit_file(w if not dall_e else 64, h if not dall_e else 64, fmt, index))
+    _set_images(body, images)
+    if draw(st.booleans()):
+        body["mask"] = FileTuple("mask.png", _mask_png(width, height), "image/png")
+    return body
+
+
+def edit_requests(
+    *, profile: Profile | str, model: str | None = None
+) -> st.SearchStrategy[dict[str, Any]]:
+    """Valid multipart ``images.edit`` requests for ``profile``, as the keyword arguments of
+    ``client.images.edit(**body)``: the fields of :func:`image_requests` an edit takes
+    (never null), ``input_fidelity`` where the model has it, 1 to 4 input images (at most
+    the model's limit: one square PNG with transparency for dall-e-2; PNG, JPEG or WebP
+    for GPT-image) and sometimes a PNG mask with transparency of the first image's size.
+
+    Every draw passes :func:`pytest_imagegen.request_builder.validate_edit`. Profiles
+    without edits (dall-e-3) have no valid edit: use :func:`invalid_edit_requests`.
+    """
+    p = _as_profile(profile)
+    if not p.edits:
+        raise InvalidArgument(
+            f"profile {p.name!r} has no edits; draw its refusals with "
+            f"invalid_edit_requests(profile={p.name!r})"
+        )
+    if model is not None and not isinstance(model, str):
+        raise InvalidArgument(f"model={model!r} must be a string or None")
+    return _edit_request(p, model)
+
+
+def _edits(p: Profile) -> bool:
+    return p.edits and p.family != "custom"
+
+
+def _for_edits(applies: Callable[[Profile], bool]) -> Callable[[Profile], bool]:
+    return lambda p: _edits(p) and applies(p)
+
+
+# The generation defects that carry over to an edit's form fields as they are.
+for _name in (
+    "quality",
+    "size",
+    "background",
+    "output_format",
+    "n_below_min",
+    "n_above_max",
+    "prompt_missing",
+    "prompt_empty",
+    "prompt_too_long",
+):
+    _EDIT_DEFECTS[_name] = _Defect(
+        _name, _for_edits(_DEFECTS[_name].applies), _DEFECTS[_name].plant
+    )
+
+
+@_defect("model_without_edits", table=_EDIT_DEFECTS)
+def _model_without_edits(draw: st.DrawFn, body: dict[str, Any], p: Profile) -> str:
+    if p.edits:
+        body["model"] = "dall-e-3"  # a known image model that has no edits
+        for key in [k for k in body if k not in ("model", "prompt", "image", "mask", "n")]:
+            del body[key]
+    return "model"
+
+
+@_defect("image_missing", _edits, table=_EDIT_DEFECTS)
+def _image_missing(draw: st.DrawFn, body: dict[str, Any], p: Profile) -> str:
+    del body["image"]
+    body.pop("mask", None)
+    return "image"
+
+
+@_defect("too_many_images", _edits, table=_EDIT_DEFECTS)
+def _too_many_images(draw: st.DrawFn, body: dict[str, Any], p: Profile) -> str:
+    count = p.edit_max_images + draw(st.integers(1, 2))
+    fmt = "png"
+    body["image"] = [_edit_file(64, 64, fmt, i) for i in range(count)]
+    body.pop("mask", None)
+    return "image"
+
+
+@_defect("image_not_an_image", _edits, table=_EDIT_DEFECTS)
+def _image_not_an_image(draw: st.DrawFn, body: dict[str, Any], p: Profile) -> str:
+    junk = draw(st.sampled_from((b"", b"not an image", b"%PDF-1.7\n", b"\x89PNG\r\n\x1a\n")))
+    images = _images_of(body)
+    images[0] = FileTuple("image0.png", junk, "image/png")
+    _set_images(body, images)
+    body.pop("mask", None)
+    return "image"
+
+
+@_defect("image_type", _edits, table=_EDIT_DEFECTS)
+def _image_type(draw: st.DrawFn, body: dict[str, Any], p: Profile) -> str:
+    mime = draw(st.sampled_from(("text/plain", "application/pdf", "image/gif", "image/bmp")))
+    images = _images_of(body)
+    name, data, _ = images[0]
+    images[0] = FileTuple(name, data, mime)
+    _set_images(body, images)
+    return "image"
+
+
+@_defect("image_not_square", lambda p: _edits(p) and p.family == "dall-e", table=_EDIT_DEFECTS)
+def _image_not_square(draw: st.DrawFn, body: dict[str, Any], p: Profile) -> str:
+    body["image"] = _edit_file(96, 64, "png", 0)
+    body.pop("mask", None)
+    return "image"
+
+
+@_defect("image_without_alpha", lambda p: _edits(p) and p.family == "dall-e", table=_EDIT_DEFECTS)
+def _image_without_alpha(draw: st.DrawFn, body: dict[str, Any], p: Profile) -> str:
+    body["image"] = _edit_file(64, 64, "png", 0, alpha=False)
+    body.pop("mask", None)
+    return "image"
+
+
+def _first_dims(body: Mapping[str, Any]) -> tuple[int, int]:
+    from pytest_imagegen.images import inspect_image
+
+    info = inspect_image(_images_of(body)[0][1])
+    return info.width, info.height
+
+
+@_defect("mask_size", _edits, table=_EDIT_DEFECTS)
+def _mask_size(draw: st.DrawFn, body: dict[str, Any], p: Profile) -> str:
+    width, height = _first_dims(body)
+    other = draw(
+        st.sampled_from([d for d in ((32, 32), (96, 96), (64, 32)) if d != (width, height)])
+    )
+    body["mask"] = FileTuple("mask.png", _mask_png(*other), "image/png")
+    return "mask"
+
+
+@_defect("mask_without_alpha", _edits, table=_EDIT_DEFECTS)
+def _mask_without_alpha(draw: st.DrawFn, body: dict[str, Any], p: Profile) -> str:
+    width, height = _first_dims(body)
+    body["mask"] = FileTuple("mask.png", _picture(width, height, "png", False, "mask"), "image/png")
+    return "mask"
+
+
+@_defect("mask_not_png", _edits, table=_EDIT_DEFECTS)
+def _mask_not_png(draw: st.DrawFn, body: dict[str, Any], p: Profile) -> str:
+    width, height = _first_dims(body)
+    fmt = draw(st.sampled_from(("jpeg", "webp")))
+    body["mask"] = FileTuple(f"mask.{fmt}", _picture(width, height, fmt, False, "mask"), _MIME[fmt])
+    return "mask"
+
+
+@_defect(
+    "input_fidelity_unsupported",
+    lambda p: _edits(p) and not p.input_fidelity,
+    table=_EDIT_DEFECTS,
+)
+def _input_fidelity_unsupported(draw: st.DrawFn, body: dict[str, Any], p: Profile) -> str:
+    body["input_fidelity"] = draw(st.sampled_from(("high", "low")))
+    return "input_fidelity"
+
+
+@_defect("input_fidelity_value", lambda p: _edits(p) and p.input_fidelity, table=_EDIT_DEFECTS)
+def _input_fidelity_value(draw: st.DrawFn, body: dict[str, Any], p: Profile) -> str:
+    body["input_fidelity"] = draw(st.sampled_from(("medium", "max", "HIGH", "auto")))
+    return "input_fidelity"
+
+
+#: Defects invalid_edit_requests can plant; each names the param the rejection must name.
+EDIT_DEFECTS: tuple[str, ...] = tuple(_EDIT_DEFECTS)
+
+
+@st.composite
+def _invalid_edit_request(
+    draw: st.DrawFn, p: Profile, model: str | None, defects: tuple[str, ...]
+) -> tuple[dict[str, Any], str]:
+    if p.edits:
+        body = draw(_edit_request(p, model))
+    else:
+        # Any edit for a model without edits is refused for its model: draw its fields
+        # and give it a plain input image.
+        fields = draw(_image_request(p, model))
+        body = {k: v for k, v in fields.items() if v is not None and k not in _NOT_EDIT_FIELDS}
+        body["image"] = _edit_file(64, 64, "png", 0)
+    defect = draw(st.sampled_from(defects))
+    return body, _EDIT_DEFECTS[defect].plant(draw, body, p)
+
+
+def invalid_edit_requests(
+    *,
+    profile: Profile | str,
+    model: str | None = None,
+    defects: Collection[str] | None = None,
+) -> st.SearchStrategy[tuple[dict[str, Any], str]]:
+    """``(body, param)`` pairs: an :func:`edit_requests` body with one defect planted, and
+    the parameter a correct rejection names.
+
+    Defects (see :data:`EDIT_DEFECTS`): a model without edits (dall-e-3; the only one for a
+    profile without edits), no image, more images than the model takes, a file that is no
+    image or of another type, dall-e-2's non-square or opaque input, a mask of another
+    size than the first image, without transparency or not a PNG, ``input_fidelity`` on a
+    model without it or with a wrong value, and the generation defects of the shared
+    fields (quality, size, background, output format, ``n``, prompt).
+    """
+    p = _as_profile(profile)
+    return _invalid_edit_request(p, model, _usable(p, _EDIT_DEFECTS, defects, "edit defects"))
 
 
 # --------------------------------------------------------------------------- error responses
