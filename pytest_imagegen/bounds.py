@@ -33,7 +33,7 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -161,6 +161,9 @@ class _Clock:
         self.wire_bytes = 0  # bytes read from sockets for this request
         self.status: int | None = None
         self.body_bytes = 0
+        # The async capped pool reads the body under this clock itself (see
+        # _AsyncCappedStream): the layers above leave the timing to it.
+        self.self_timed = False
 
     def left(self) -> float:
         return self.end - time.monotonic()
@@ -373,6 +376,106 @@ class _CappedPool:
 
     def __exit__(self, *exc_info: Any) -> None:
         self._inner.__exit__(*exc_info)
+
+
+class _AsyncCappedStream:
+    """The async counterpart of :class:`_CappedStream`: at most ``cap`` bytes passed on,
+    then the cut trailer; every read is awaited within the request's clock (a timeout while
+    draining the oversized rest ends the drain, as for the sync pool)."""
+
+    def __init__(self, inner: Any, clock: _Clock) -> None:
+        self._inner = inner
+        self._clock = clock
+
+    async def _next(self, iterator: Any) -> bytes:
+        import asyncio
+
+        try:
+            chunk: bytes = await asyncio.wait_for(iterator.__anext__(), max(self._clock.left(), 0))
+        except asyncio.TimeoutError:
+            raise httpcore2.ReadTimeout(self._clock.describe()) from None
+        return chunk
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        clock = self._clock
+        cap = clock.cap
+        digest = hashlib.sha256() if cap is not None else None
+        iterator = self._inner.__aiter__()
+        while True:
+            try:
+                chunk = await self._next(iterator)
+            except StopAsyncIteration:
+                return
+            clock.body_bytes += len(chunk)
+            if digest is not None:
+                digest.update(chunk)
+            if cap is None or clock.body_bytes <= cap:
+                yield chunk
+                continue
+            keep = len(chunk) - (clock.body_bytes - cap)
+            if keep > 0:
+                yield chunk[:keep]
+            assert digest is not None
+            complete = await self._drain(iterator, digest)
+            yield cut_marker(BodyCut(clock.body_bytes, digest.hexdigest(), cap, complete))
+            return
+
+    async def _drain(self, iterator: Any, digest: Any) -> bool:
+        clock = self._clock
+        while clock.body_bytes < _DRAIN_MAX_BYTES:
+            try:
+                chunk = await self._next(iterator)
+            except StopAsyncIteration:
+                return True
+            except Exception as exc:  # the clock ran out or the connection broke
+                if "Timeout" in type(exc).__name__ or clock.expired:
+                    return False
+                raise
+            clock.body_bytes += len(chunk)
+            digest.update(chunk)
+        return False
+
+    async def aclose(self) -> None:
+        close = getattr(self._inner, "aclose", None)
+        if close is not None:
+            await close()
+
+
+class _AsyncCappedPool:
+    """Wraps an httpcore2 async connection pool: each response stream is capped and clocked
+    (the clock is the one the async bounded transport set for the request's task)."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    async def handle_async_request(self, request: Any) -> Any:
+        clock = _CLOCK.get()
+        response = await self._inner.handle_async_request(request)
+        if clock is not None:
+            clock.status = response.status
+            clock.self_timed = True
+            response.stream = _AsyncCappedStream(response.stream, clock)
+        return response
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def __aenter__(self) -> _AsyncCappedPool:
+        await self._inner.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self._inner.__aexit__(*exc_info)
+
+
+def install_async(transport: Any) -> Any:
+    """Give an httpx2 ``AsyncHTTPTransport`` the capped pool (idempotent); returns it. Other
+    transports (mock, ASGI) are left as they are. Below vcrpy's patch point, like the sync
+    pool, so a cassette records the cut body, not the whole of it."""
+    pool = getattr(transport, "_pool", None)
+    if pool is not None and not isinstance(pool, _AsyncCappedPool):
+        transport._pool = _AsyncCappedPool(pool)
+    return transport
 
 
 def install(transport: Any) -> Any:

@@ -148,6 +148,12 @@ def _async_bounded_transport(bounds: Any, inner: Any = None) -> Any:
             self._inner, self._clock, self._request = inner, clock, request
 
         async def __aiter__(self) -> Any:
+            if self._clock.self_timed:
+                # Read through the capped pool, which awaits each chunk within the clock
+                # itself (and still ends an oversized body with its cut trailer in time).
+                async for chunk in self._inner:
+                    yield chunk
+                return
             iterator = self._inner.__aiter__()
             while True:
                 try:
@@ -169,11 +175,15 @@ def _async_bounded_transport(bounds: Any, inner: Any = None) -> Any:
             self._inner = inner
 
         async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+            from pytest_imagegen.bounds import _running
+
             clock = bounds.start(request)
             try:
-                response: httpx2.Response = await asyncio.wait_for(
-                    self._inner.handle_async_request(request), max(clock.left(), 0)
-                )
+                # The clock in the task's context: the capped pool below reads it.
+                with _running(clock):
+                    response: httpx2.Response = await asyncio.wait_for(
+                        self._inner.handle_async_request(request), max(clock.left(), 0)
+                    )
             except asyncio.TimeoutError:
                 raise httpx2.ReadTimeout(clock.describe(), request=request) from None
             clock.status = response.status_code
@@ -183,7 +193,9 @@ def _async_bounded_transport(bounds: Any, inner: Any = None) -> Any:
         async def aclose(self) -> None:
             await self._inner.aclose()
 
-    return Transport(inner if inner is not None else httpx2.AsyncHTTPTransport())
+    from pytest_imagegen.bounds import install_async
+
+    return Transport(install_async(inner if inner is not None else httpx2.AsyncHTTPTransport()))
 
 
 def async_event_hooks(hooks: Mapping[str, Any]) -> dict[str, list[Any]]:

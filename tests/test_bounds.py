@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import httpx2
+import openai
 import pytest
 from _raw_server import answer, dribble, raw_server
 
@@ -135,3 +136,67 @@ def test_cut_marker_round_trips() -> None:
     assert found == (b"prefix", cut)
     assert find_cut(b'{"data": []}') is None
     assert "more than 50,000,000 bytes" in cut.describe()
+
+
+# --------------------------------------------------------------------------- async client
+
+
+def _async_post(endpoint: Endpoint) -> bytes:
+    """What ``imagegen_async_client``'s HTTP layer reads for one request to ``endpoint``."""
+    import asyncio
+
+    from pytest_imagegen.clients import fixture_client
+
+    client = fixture_client(endpoint, {"request": [], "response": []}, asynchronous=True)
+
+    async def run() -> bytes:
+        try:
+            answer = await client.images.with_raw_response.generate(model="gpt-image-1", prompt="x")
+            return bytes(answer.http_response.content)
+        finally:
+            await client.close()
+
+    return asyncio.run(run())
+
+
+def test_the_async_client_cuts_a_body_above_the_cap_as_the_sync_one_does(tmp_path: Path) -> None:
+    from pytest_imagegen.clients import fixture_client
+
+    junk = b"{" + b"x" * 3_000_000
+    with raw_server(answer(200, junk)) as server:
+        endpoint = _endpoint(server.url, max_response_bytes=200_000, timeout_s=30, deadline_s=60)
+        path = tmp_path / "async.yaml"
+        with recording(path, mode="once"):
+            body = _async_post(endpoint)
+        sync = fixture_client(endpoint, {"request": [], "response": []})
+        sync_body = sync.images.with_raw_response.generate(model="gpt-image-1", prompt="x")
+        assert body == bytes(sync_body.http_response.content)
+        found = find_cut(body)
+        assert found is not None
+        prefix, cut = found
+        assert (len(prefix), cut.bytes, cut.cap) == (200_000, 3_000_001, 200_000)
+        assert cut.complete
+        assert "3,000,001 bytes, above the cap of 200,000 bytes" in cut.describe()
+        # The cassette keeps the cut body (a short prefix, the length and digest), and
+        # replays it without a request.
+        assert path.stat().st_size < 20_000
+        requests_before = len(server.requests)
+        with recording(path, mode="none"):
+            replayed = _async_post(endpoint)
+        assert len(server.requests) == requests_before
+    replayed_cut = find_cut(replayed)
+    assert replayed_cut is not None and replayed_cut[1] == cut
+
+
+def test_the_async_client_ends_a_dribbled_body_at_timeout_s() -> None:
+    with raw_server(dribble(_LONG_BODY, _PACE_S)) as server:
+        endpoint = _endpoint(server.url, timeout_s=1.0, deadline_s=60)
+        began = time.monotonic()
+        with pytest.raises(openai.APITimeoutError) as info:
+            _async_post(endpoint)
+        elapsed = time.monotonic() - began
+    assert isinstance(info.value.__cause__, httpx2.ReadTimeout), repr(info.value.__cause__)
+    message = str(info.value.__cause__)
+    assert message.startswith("no complete response within the 1 s allowed per request")
+    assert "HTTP 200 and its headers came back, then" in message
+    assert elapsed < len(_LONG_BODY) * _PACE_S / 10
