@@ -36,6 +36,7 @@ __all__ = [
     "Budget",
     "Reservation",
     "estimate_request",
+    "estimate_responses",
     "event_hooks",
     "shared_state_dir",
 ]
@@ -50,6 +51,9 @@ TOKEN_BILLED_PATHS = ("/chat/completions", "/responses")
 #: Estimate of one such chat request (a one-line prompt, at most 16 completion tokens) on the
 #: priciest chat models: small, but not zero, so that ``budget_usd = 0`` sends none.
 CHAT_REQUEST_USD = 0.001
+#: The Responses ``image_generation`` tool's model when a request names none (OpenAI's
+#: default for the tool, as the reference server serves it).
+RESPONSES_TOOL_MODEL = "gpt-image-1.5"
 
 _MICRO = 1_000_000
 # The key under which a request carries its reservation from the request hook to the
@@ -282,6 +286,42 @@ def estimate_request(profile: Profile, body: Mapping[str, Any]) -> float:
     return _price(profile, quality=quality, size=size, n=n)
 
 
+def estimate_responses(
+    body: Mapping[str, Any],
+    *,
+    profile_for: Callable[[str | None], Profile | None] | None = None,
+) -> float:
+    """The estimated price of a ``POST /responses`` body: the chat request, plus, when it
+    offers the ``image_generation`` tool, one image priced like a generation with the
+    tool's ``model`` (default :data:`RESPONSES_TOOL_MODEL`), ``quality`` and ``size``.
+
+    ``profile_for(model)`` resolves the tool's model (default: the built-in profiles); a
+    model with no known profile is priced as the default tool model.
+    """
+    from pytest_imagegen.profiles import get_profile, resolve_profile
+
+    amount = CHAT_REQUEST_USD
+    tools = body.get("tools")
+    tool = next(
+        (
+            t
+            for t in (tools if isinstance(tools, list) else [])
+            if isinstance(t, Mapping) and t.get("type") == "image_generation"
+        ),
+        None,
+    )
+    if tool is None:
+        return amount
+    model = tool.get("model")
+    model = model if isinstance(model, str) and model else RESPONSES_TOOL_MODEL
+    profile = profile_for(model) if profile_for is not None else None
+    if profile is None:
+        profile = resolve_profile(model) or get_profile(RESPONSES_TOOL_MODEL)
+    # The tool makes one image per call; its quality and size price it as a generation.
+    image = estimate_request(profile, {"quality": tool.get("quality"), "size": tool.get("size")})
+    return amount + image
+
+
 def _supports_size(profile: Profile, size: str) -> bool:
     try:
         return bool(profile.supports_size(size))
@@ -365,6 +405,12 @@ def event_hooks(
     out to be replayed gets its reservation back.
     """
 
+    def tool_profile(model: str | None) -> Profile | None:
+        # The endpoint's own image model keeps its configured (possibly custom) profile.
+        if model == endpoint.image_model:
+            return endpoint.profile
+        return profile_for(model) if profile_for is not None else None
+
     def on_request(request: Any) -> None:
         if not is_billed(endpoint, request) or not is_live(request):
             return
@@ -373,7 +419,10 @@ def event_hooks(
         profile = None
         if profile_for is not None and isinstance(model, str) and model != endpoint.image_model:
             profile = profile_for(model)
-        if str(request.url.path).rstrip("/").endswith(TOKEN_BILLED_PATHS):
+        path = str(request.url.path).rstrip("/")
+        if path.endswith("/responses"):
+            amount = estimate_responses(body, profile_for=tool_profile)
+        elif path.endswith(TOKEN_BILLED_PATHS):
             amount = CHAT_REQUEST_USD
         else:
             amount = estimate_request(profile or endpoint.profile, body)

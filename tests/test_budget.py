@@ -10,7 +10,14 @@ import httpx2
 import pytest
 from _support import relay_endpoint
 
-from pytest_imagegen.budget import STATE_FILE, Budget, estimate_request, event_hooks
+from pytest_imagegen.budget import (
+    CHAT_REQUEST_USD,
+    STATE_FILE,
+    Budget,
+    estimate_request,
+    estimate_responses,
+    event_hooks,
+)
 from pytest_imagegen.errors import BudgetExceededError
 from pytest_imagegen.profiles import get_profile
 
@@ -188,3 +195,64 @@ def test_hooks_refund_when_the_answer_was_replayed() -> None:
     with httpx2.Client(transport=httpx2.MockTransport(answer), event_hooks=hooks) as client:
         _generate(client, quality="low", size="1024x1024")
     assert budget.spent() == 0
+
+
+# --------------------------------------------------------------------------- /responses
+
+_TOOL = {"type": "image_generation", "quality": "low", "size": "1024x1024"}
+
+
+def _respond(client: httpx2.Client, **body: object) -> httpx2.Response:
+    return client.post(
+        "https://relay.example.invalid/v1/responses",
+        json={"model": "gpt-4o", "input": "draw a fox", **body},
+    )
+
+
+def test_a_responses_request_with_the_image_tool_is_priced_as_its_image() -> None:
+    gpt_image_15 = get_profile("gpt-image-1.5")
+    # Without the tool: the chat request alone.
+    assert estimate_responses({"model": "gpt-4o", "input": "hi"}) == CHAT_REQUEST_USD
+    assert estimate_responses({"tools": [{"type": "web_search"}]}) == CHAT_REQUEST_USD
+    # With it: plus one image of the tool's quality and size, on the tool's model
+    # (gpt-image-1.5 by default, as at OpenAI).
+    assert estimate_responses({"tools": [_TOOL]}) == pytest.approx(
+        CHAT_REQUEST_USD + gpt_image_15.price(quality="low", size="1024x1024")
+    )
+    assert estimate_responses({"tools": [{**_TOOL, "model": "gpt-image-1"}]}) == pytest.approx(
+        CHAT_REQUEST_USD + 0.011
+    )
+    high = estimate_responses({"tools": [{**_TOOL, "quality": "high", "size": "1024x1536"}]})
+    assert high == pytest.approx(
+        CHAT_REQUEST_USD + gpt_image_15.price(quality="high", size="1024x1536")
+    )
+    assert high > estimate_responses({"tools": [_TOOL]})
+
+
+def test_hooks_bill_the_responses_image_tool_and_refuse_it_over_the_cap() -> None:
+    costs: list[float] = []
+    budget = Budget(1.0)
+    with _client(event_hooks(budget, relay_endpoint(), on_cost=costs.append)) as client:
+        _respond(client, tools=[{**_TOOL, "model": "gpt-image-1"}])
+        _respond(client)  # text only
+    assert costs == [pytest.approx(CHAT_REQUEST_USD + 0.011), pytest.approx(CHAT_REQUEST_USD)]
+    assert budget.spent() == pytest.approx(2 * CHAT_REQUEST_USD + 0.011)
+
+    # Enough for a chat request, not for the image the tool would make.
+    small = Budget(0.005)
+    sent: list[httpx2.Request] = []
+    hooks = event_hooks(small, relay_endpoint())
+    hooks["request"].append(sent.append)
+    with _client(hooks) as client:
+        with pytest.raises(BudgetExceededError, match="POST /v1/responses"):
+            _respond(client, tools=[_TOOL])
+        _respond(client)
+    assert len(sent) == 1 and small.spent() == pytest.approx(CHAT_REQUEST_USD)
+
+
+def test_the_tool_on_the_endpoints_own_model_uses_its_configured_profile() -> None:
+    costs: list[float] = []
+    endpoint = relay_endpoint(image_model="my-images", profile=get_profile("gpt-image-1"))
+    with _client(event_hooks(Budget(1.0), endpoint, on_cost=costs.append)) as client:
+        _respond(client, tools=[{**_TOOL, "model": "my-images"}])
+    assert costs == [pytest.approx(CHAT_REQUEST_USD + 0.011)]
