@@ -17,11 +17,15 @@ pytest itself measures (the durations of setup + call + teardown, the figures of
 divided by K (start-up and collection included). Nothing is subtracted.
 
 K = 100 and K = 1000 show whether the cost per test grows with the number of tests (and
-so of cassettes and interactions in the folder). Also printed: cassette bytes per
+so of cassettes and interactions in the folder). Every run keeps its compiled bytecode in
+one temporary ``PYTHONPYCACHEPREFIX`` (warmed by the recording runs), as an installed
+package has it; ``--no-bytecode-cache`` compiles every module at every start instead
+(``PYTHONDONTWRITEBYTECODE=1``). Also printed: cassette bytes per
 interaction, and the record mode ``none`` run of ``pytest --imagegen`` (the shipped suite
 replayed from this repository's ``cassettes/``) against its ``--collect-only``.
 
 Run:  python bench/bench_cassettes.py [--k 100 1000] [--rounds 3] [--baseline-max-k 1000]
+      [--main-job-rounds 3] [--no-bytecode-cache]
 """
 
 from __future__ import annotations
@@ -226,14 +230,30 @@ def pytest_args(kind: str, record: bool) -> list[str]:
     return args
 
 
-def environment(base_url: str, timings: Path) -> dict[str, str]:
+#: Where the runs keep compiled bytecode (None: they compile every module at every start).
+PYCACHE: list[str | None] = [None]
+
+
+def clean_environment() -> dict[str, str]:
+    """The environment of every measured run: no OPENAI_*/IMAGEGEN_* variable, bytecode
+    cached outside the projects and the repository (or not at all)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "IMAGEGEN_"))}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env.pop("PYTHONPYCACHEPREFIX", None)
+    if PYCACHE[0] is None:
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+    else:
+        env["PYTHONPYCACHEPREFIX"] = PYCACHE[0]
+    return env
+
+
+def environment(base_url: str, timings: Path) -> dict[str, str]:
+    env = clean_environment()
     env.update(
         BENCH_KEY=API_KEY,
         BENCH_BASE_URL=base_url,
         BENCH_TIMINGS=str(timings),
         PYTHONPATH=".",
-        PYTHONDONTWRITEBYTECODE="1",
     )
     return env
 
@@ -278,10 +298,14 @@ def cassette_bytes(project: Path) -> int:
 
 def main_job(rounds: int) -> tuple[list[float], list[float]]:
     """Wall times of ``pytest --imagegen`` and ``pytest --imagegen --collect-only`` in this
-    repository (cassettes replayed from ``cassettes/``), interleaved."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "IMAGEGEN_"))}
+    repository (cassettes replayed from ``cassettes/``), interleaved, after one run of each
+    that is not counted (it fills the bytecode cache)."""
+    env = clean_environment()
     base = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--imagegen"]
-    full, collect = [], []
+    full: list[float] = []
+    collect: list[float] = []
+    for extra in ([], ["--collect-only"]):
+        subprocess.run([*base, *extra], cwd=REPO, env=env, capture_output=True, check=False)
     for n in range(rounds):
         order = [(full, []), (collect, ["--collect-only"])]
         for times, extra in order if n % 2 == 0 else order[::-1]:
@@ -313,13 +337,20 @@ def main() -> None:
         help="largest K also run with pytest-recording (its cassettes take 2.3 MB a test)",
     )
     parser.add_argument("--main-job-rounds", type=int, default=3, help="0 to skip")
+    parser.add_argument(
+        "--no-bytecode-cache",
+        action="store_true",
+        help="compile every module at every start (PYTHONDONTWRITEBYTECODE=1)",
+    )
     args = parser.parse_args()
+    load_before = os.getloadavg()
 
     print(f"making {IMAGES} photo-like 1024x1024 PNGs ...", flush=True)
     images = [photo_like_png(f"image {n}") for n in range(IMAGES)]
     mean_png = statistics.mean(len(image) for image in images)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="imagegen-bench-") as tmp:
+        PYCACHE[0] = None if args.no_bytecode_cache else str(Path(tmp) / "pycache")
         for k in args.k:
             kinds = [OURS] + ([THEIRS] if k <= args.baseline_max_k else [])
             server = start_server(images)
@@ -361,7 +392,14 @@ def main() -> None:
                 shutil.rmtree(project, ignore_errors=True)
         main = main_job(args.main_job_rounds) if args.main_job_rounds else None
 
+    load_after = os.getloadavg()
     print()
+    print(
+        "load average (1, 5, 15 min): "
+        f"{', '.join(f'{x:.2f}' for x in load_before)} before, "
+        f"{', '.join(f'{x:.2f}' for x in load_after)} after; bytecode "
+        f"{'compiled at every start' if args.no_bytecode_cache else 'cached'}"
+    )
     print(
         f"Replayed images.generate tests, one 1024x1024 PNG answer each (mean PNG "
         f"{mean_png / 1e6:.2f} MB); {args.rounds} interleaved replay rounds per K. Per test: "

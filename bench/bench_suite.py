@@ -100,6 +100,7 @@ def _suite(options: argparse.Namespace, project: Path) -> None:
     serial_durations: list[dict[str, float]] = []
     collect: list[float] = []
     labels = list(setups)
+    load_start = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     for run in range(options.suite_runs):
         order = labels if run % 2 == 0 else labels[::-1]
         for label in order:
@@ -111,6 +112,7 @@ def _suite(options: argparse.Namespace, project: Path) -> None:
         collect.append(elapsed)
 
     startup = statistics.median(collect)
+    print("load average (1, 5, 15 min) at the start: " + load_start)
     per_test = {
         nodeid: statistics.median(d.get(nodeid, 0.0) for d in serial_durations)
         for nodeid in serial_durations[0]
@@ -135,6 +137,8 @@ def _suite(options: argparse.Namespace, project: Path) -> None:
             f"{', '.join(f'{t:.2f}' for t in times)}); ideal {ideal:6.2f} s; "
             f"ratio {median / ideal:.2f}; vs serial {median / serial:.2f}  [{lasts[label]}]"
         )
+    load_end = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"load average (1, 5, 15 min) at the end: {load_end}")
     n4 = statistics.median(walls["-n 4"]) / (startup + max(total / 4, longest))
     n2 = statistics.median(walls["-n 2"]) / serial
     verdict_n4 = "ok" if n4 <= TARGET_N4 else "OVER"

@@ -61,8 +61,25 @@ class _NotSimple(Exception):
     """The document uses YAML the fast path leaves to the safe loader."""
 
 
+#: Plain scalars already resolved: cassettes repeat the same header names, methods and
+#: values, and resolving one (the resolver's regular expressions) costs more than reading it.
+_RESOLVED: dict[str, Any] = {}
+_RESOLVED_MAX = 4096
+
+
 def _plain(value: str) -> Any:
     """A plain (unquoted) scalar as the safe loader reads it, or _NotSimple."""
+    try:
+        return _RESOLVED[value]
+    except KeyError:
+        pass
+    resolved = _resolve(value)
+    if len(_RESOLVED) < _RESOLVED_MAX:
+        _RESOLVED[value] = resolved
+    return resolved
+
+
+def _resolve(value: str) -> Any:
     tag = _RESOLVER.resolve(ScalarNode, value, (True, False))  # type: ignore[no-untyped-call]
     if tag == _STR:
         return value

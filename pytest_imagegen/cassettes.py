@@ -75,6 +75,7 @@ __all__ = [
     "cassette_path",
     "find_unused_cassettes",
     "live_policy",
+    "note_timeout",
     "read_cassette",
     "recorded_requests",
     "recording",
@@ -569,7 +570,35 @@ class ImagegenCassette(Cassette):  # type: ignore[misc]  # vcrpy has no type inf
                     "recorded_at": _text(facts.get("recorded_at")),
                 }
             )
+        timeout = facts.get("timeout")
+        if isinstance(timeout, dict):
+            raise _replayed_timeout(timeout, self._path)
         return response
+
+    def append_timeout(self, request: Request, error: BaseException, latency_s: float) -> bool:
+        """Record that ``request`` got no answer within its time (a stall): replayed, the
+        same kind of timeout is raised at once. False when this cassette records nothing."""
+        if self.record_mode == RecordMode.NONE or self.write_protected:
+            return False
+        scrubbed, key = self._prepare(request)
+        facts = {
+            "timeout": {"error": type(error).__name__, "message": self._scrubber.text(str(error))},
+            "latency_s": round(latency_s, 4),
+            "recorded_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        stored = {
+            "status": {"code": 0, "message": "no answer (timed out)"},
+            "headers": {},
+            "body": {"string": ""},
+            "imagegen": facts,
+        }
+        with self._lock:
+            self.data.append((scrubbed, stored))
+            self._keys.append(key)
+            self._recorded.append(len(self.data) - 1)
+            self.dirty = True
+            self._session.recorded += 1
+        return True
 
     def _responses(self, request: Request) -> Iterator[tuple[int, dict[str, Any]]]:
         key = self._key(request)
@@ -755,6 +784,49 @@ def _remove_stale_temp_files(path: Path) -> None:
             stale.unlink()
 
 
+# -- timeouts ---------------------------------------------------------------------------------
+
+# The cassettes open now, innermost last: vcrpy patches the transports for all threads, so
+# the innermost one answers (and records) whatever request is sent.
+_OPEN: list[ImagegenCassette] = []
+_OPEN_LOCK = threading.Lock()
+_TIMEOUTS = ("ConnectTimeout", "ReadTimeout", "WriteTimeout", "PoolTimeout")
+
+
+def _replayed_timeout(timeout: dict[str, Any], path: Any) -> Exception:
+    import httpx2
+
+    name = str(timeout.get("error"))
+    kind: type[httpx2.TimeoutException] = getattr(
+        httpx2, name if name in _TIMEOUTS else "ReadTimeout"
+    )
+    error = kind(f"{timeout.get('message') or 'timed out'} (replayed from {path})")
+    error._imagegen_replayed = True  # type: ignore[attr-defined]
+    return error
+
+
+def note_timeout(request: Any, error: BaseException, latency_s: float) -> bool:
+    """A live request (``httpx2.Request``) got no answer in time: record it as a timeout in
+    the cassette open now, if it records (see :meth:`ImagegenCassette.append_timeout`).
+
+    vcrpy records answers only; a stall has none, so a check that stalls its primary on
+    purpose would have to wait the whole timeout again at every replay. The connection
+    pool's transport (:mod:`pytest_imagegen.pool`) calls this.
+    """
+    if getattr(error, "_imagegen_replayed", False):
+        return False
+    with _OPEN_LOCK:
+        cassette = _OPEN[-1] if _OPEN else None
+    if cassette is None:
+        return False
+    try:
+        body = request.content
+    except Exception:  # a body not read yet (vcrpy reads it first, so this is not ours)
+        return False
+    recorded = Request(request.method, str(request.url), body, request.headers)
+    return cassette.append_timeout(recorded, error, latency_s)
+
+
 # -- the network guard for record mode "none" -------------------------------------------------
 
 
@@ -870,6 +942,12 @@ def _absent_patchers() -> tuple[str, ...]:
     )
 
 
+def _close(cassette: ImagegenCassette) -> None:
+    with _OPEN_LOCK:
+        if cassette in _OPEN:
+            _OPEN.remove(cassette)
+
+
 # -- the context manager ------------------------------------------------------------------------
 
 
@@ -919,6 +997,9 @@ def recording(
             if cassette is not None:
                 for patcher in CassettePatcherBuilder(cassette).build():
                     stack.enter_context(patcher)
+                with _OPEN_LOCK:
+                    _OPEN.append(cassette)
+                stack.callback(_close, cassette)
             yield session
     except CassetteError:
         raise

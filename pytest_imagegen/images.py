@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import io
 from dataclasses import dataclass, field
@@ -12,6 +13,11 @@ from typing import Any
 # Pillow's format names -> the names the Images API uses in ``output_format``.
 _API_FORMAT = {"PNG": "png", "JPEG": "jpeg", "WEBP": "webp", "GIF": "gif"}
 _PIL_FORMAT = {"png": "PNG", "jpeg": "JPEG", "jpg": "JPEG", "webp": "WEBP"}
+
+# Made images are kept by their arguments: the same input image goes into many edits checks,
+# and encoding a 1024x1024 PNG takes tens of milliseconds (the bytes are the same each
+# time; replays match them by digest).
+_MADE = 64
 
 # The side of the thumbnail an image is reduced to by ``shrink_image``: small enough to
 # compress to a few KB, big enough to still look like the original in a report.
@@ -91,6 +97,7 @@ def image_mode(data: bytes) -> str:
         raise ValueError(f"not a decodable image ({len(data)} bytes): {exc}") from exc
 
 
+@functools.lru_cache(maxsize=_MADE)
 def make_mask(width: int, height: int) -> bytes:
     """A PNG edit mask: opaque, with a fully transparent centre (the area to edit)."""
     from PIL import Image, ImageDraw
@@ -102,6 +109,7 @@ def make_mask(width: int, height: int) -> bytes:
     return _encode(im, "png")
 
 
+@functools.lru_cache(maxsize=_MADE)
 def make_input_image(width: int, height: int, fmt: str = "png", *, seed: str = "") -> bytes:
     """An edit input image: :func:`make_image` with an alpha channel for PNG (dall-e-2 needs
     one when no mask is sent)."""
@@ -138,6 +146,7 @@ def _encode(im: Any, fmt: str) -> bytes:
     return buf.getvalue()
 
 
+@functools.lru_cache(maxsize=_MADE)
 def make_image(width: int, height: int, fmt: str = "png", *, seed: str = "") -> bytes:
     """A deterministic image of the given size and format whose content depends on ``seed``.
 

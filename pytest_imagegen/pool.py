@@ -27,6 +27,7 @@ of them (the plugin does at the end of the session).
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -113,7 +114,16 @@ class SharedTransport(httpx2.BaseTransport):
         self.pool = pool  # vcrpy patches HTTPTransport.handle_request: keep it one
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
-        return self.pool.handle_request(request)
+        started = time.perf_counter()
+        try:
+            return self.pool.handle_request(request)
+        except httpx2.TimeoutException as exc:
+            # No answer to record: the cassette open now (if it records) keeps the timeout,
+            # and a replay raises it at once instead of waiting it out again.
+            from pytest_imagegen.cassettes import note_timeout
+
+            note_timeout(request, exc, time.perf_counter() - started)
+            raise
 
     def close(self) -> None:
         """Nothing to do: the pool belongs to the session."""

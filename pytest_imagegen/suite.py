@@ -343,11 +343,13 @@ def check_context(
     with ExitStack() as stack:
         is_live = replayed = recorded = cassette = tap = plays = None
         replaying = False
-        # Checks with scripted faults talk to the reference server directly: a stall cannot
-        # be recorded, and what they test is the live behaviour. Through a gateway they are
-        # recorded like the others, with what the upstream received next to the cassette.
+        # Checks with scripted faults talk to the reference server directly: what they test
+        # is the live behaviour; one whose stall a cassette keeps as a timeout is recorded
+        # (its replay does not wait the timeout out). Through a gateway they are recorded
+        # like the others, with what the upstream received next to the cassette.
         # Timing checks never: vcrpy reads a whole answer before the client sees any of it.
-        if check.sends_requests and (gateway or not check.needs_faults) and not check.live_timing:
+        recorded_faults = gateway or not check.needs_faults or check.records_faults
+        if check.sends_requests and recorded_faults and not check.live_timing:
             cassette = stack.enter_context(
                 item_cassette(item, endpoint, settings, SUITE_CASSETTE_MODULE, check.id)
             )

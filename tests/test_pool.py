@@ -13,7 +13,7 @@ import openai
 import pytest
 from _support import REFERENCE_KEY
 
-from pytest_imagegen import bounds
+from pytest_imagegen import bounds, cassettes
 from pytest_imagegen.bounds import Limits, bounded_client
 from pytest_imagegen.cassettes import recording
 from pytest_imagegen.config import Endpoint
@@ -155,6 +155,39 @@ def test_a_cassette_answers_only_inside_its_own_block(
     with pytest.raises(CassetteError, match="no recording left"), recording(dog, mode="none"):
         _generate(client, "a cat")
     assert len(server.log) == 3
+
+
+def test_a_stall_is_recorded_as_a_timeout_and_replayed_without_waiting(
+    pools: ConnectionPools, endpoint: Endpoint, server: ReferenceServer, tmp_path: Path
+) -> None:
+    """A request that got no answer in time has nothing for vcrpy to record: the cassette
+    keeps the timeout instead, and a replay raises it without sending anything (and so
+    without waiting it out)."""
+    path = tmp_path / "stall.yaml"
+    server.faults.add("stall", times=1, seconds=60)
+    impatient = endpoint.client(http_client=_http(pools, endpoint), timeout=0.3)
+    with recording(path, mode="once", secrets=[REFERENCE_KEY]) as session:
+        with pytest.raises(openai.APITimeoutError):
+            _generate(impatient)
+        assert _generate(impatient, "a dog") == 1
+    assert (session.status, session.recorded) == ("recorded", 2)
+    [stalled, answered] = cassettes.read_cassette(path)
+    facts = stalled["response"]["imagegen"]
+    assert facts["timeout"]["error"] == "ReadTimeout" and facts["latency_s"] > 0
+    assert "imagegen" in answered["response"] and "timeout" not in answered["response"]["imagegen"]
+    assert REFERENCE_KEY not in path.read_text()
+    sent = len(server.log)
+
+    server.reset()  # no stall queued any more: a request that went live would be answered
+    patient = endpoint.client(http_client=_http(pools, endpoint), timeout=30)
+    with recording(path, mode="none") as replay:
+        with pytest.raises(openai.APITimeoutError) as caught:
+            _generate(patient)
+        assert _generate(patient, "a dog") == 1
+    assert "replayed from" in str(caught.value.__cause__)
+    assert (replay.status, replay.played) == ("replayed", 2)
+    assert replay.plays[0]["latency_s"] == facts["latency_s"]
+    assert len(server.log) == 0 and sent == 2
 
 
 def test_the_pool_is_made_by_the_first_request_that_reaches_it(

@@ -87,10 +87,12 @@ def chain_succeeds_within_deadline(ctx: CheckContext) -> None:
     _within_deadline(ctx, outcome)
 
 
-@check("fallback", needs_faults=True)
+@check("fallback", needs_faults=True, records_faults=True)
 def stalled_primary_falls_back(ctx: CheckContext) -> None:
     """With the first attempt stalled (the ``stall`` fault), the chain times it out after
-    ``timeout_s`` and a later step returns images, all inside ``deadline_s``.
+    ``timeout_s`` and a later step returns images, all inside ``deadline_s``. Its cassette
+    keeps the stalled attempt as a timeout: a replay runs the chain through the same
+    timeout at once, instead of waiting ``timeout_s`` again.
 
     Fails with: "with a stalled primary the chain failed after 3 attempt(s): timeout ..."
     (plus the trace) or "... took 12.30 s, past deadline_s=10".

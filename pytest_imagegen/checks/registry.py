@@ -88,6 +88,9 @@ class Check:
     # measures the timing of live traffic: runs without a cassette (vcrpy reads a whole
     # answer before the client sees any of it), and is skipped when answers are replayed
     live_timing: bool = False
+    # scripts a stall whose outcome a cassette keeps (the timeout, see
+    # pytest_imagegen.cassettes.note_timeout): recorded like the others, replayed at once
+    records_faults: bool = False
 
     def __call__(self, ctx: CheckContext) -> None:
         if self.live_timing and ctx.replaying:
@@ -120,6 +123,7 @@ def check(
     sends_requests: bool = True,
     needs_upstream: bool = False,
     live_timing: bool = False,
+    records_faults: bool = False,
 ) -> Callable[[Callable[[CheckContext], None]], Callable[[CheckContext], None]]:
     """Register the decorated function as check ``area.<function name>``."""
     if area not in AREAS:
@@ -143,6 +147,7 @@ def check(
             sends_requests=sends_requests,
             needs_upstream=needs_upstream,
             live_timing=live_timing,
+            records_faults=records_faults,
         )
         if entry.id in REGISTRY:
             raise ValueError(f"check {entry.id} is registered twice")
