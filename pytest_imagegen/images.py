@@ -113,13 +113,11 @@ def make_mask(width: int, height: int) -> bytes:
 def make_input_image(width: int, height: int, fmt: str = "png", *, seed: str = "") -> bytes:
     """An edit input image: :func:`make_image` with an alpha channel for PNG (dall-e-2 needs
     one when no mask is sent)."""
-    from PIL import Image
-
-    data = make_image(width, height, fmt, seed=seed)
     if fmt != "png":
-        return data
-    with Image.open(io.BytesIO(data)) as im:
-        return _encode(im.convert("RGBA"), "png")
+        return make_image(width, height, fmt, seed=seed)
+    # The pixels of make_image's PNG, read back, are the pattern's (PNG is lossless): made
+    # with alpha directly, the bytes are those of decoding and converting it, at half the cost.
+    return _encode(_pattern(width, height, seed).convert("RGBA"), "png")
 
 
 def decode_b64(text: str) -> bytes:
@@ -153,6 +151,11 @@ def make_image(width: int, height: int, fmt: str = "png", *, seed: str = "") -> 
     Built as a 16x16 pattern scaled up with nearest-neighbour, so it is fast to make at any
     size and compresses well, while different seeds give visibly different images.
     """
+    return _encode(_pattern(width, height, seed), fmt)
+
+
+def _pattern(width: int, height: int, seed: str) -> Any:
+    """The RGB image :func:`make_image` encodes."""
     from PIL import Image
 
     digest = hashlib.sha256(seed.encode("utf-8", "surrogatepass")).digest()
@@ -162,7 +165,7 @@ def make_image(width: int, height: int, fmt: str = "png", *, seed: str = "") -> 
         for i in range(SHRINK_SIDE * SHRINK_SIDE * 3 // 32)
     )
     small = Image.frombytes("RGB", (SHRINK_SIDE, SHRINK_SIDE), pixels)
-    return _encode(small.resize((width, height), Image.Resampling.NEAREST), fmt)
+    return small.resize((width, height), Image.Resampling.NEAREST)
 
 
 def shrink_image(data: bytes) -> bytes:
@@ -187,6 +190,15 @@ def thumbnail_png(data: bytes, side: int = 96) -> bytes:
 
     try:
         with Image.open(io.BytesIO(data)) as im:
+            im.draft("RGB", (2 * side, 2 * side))  # a JPEG decodes at a fraction of its size
+            if im.mode not in ("RGB", "RGBA", "L", "LA"):
+                im = im.convert("RGBA")
+            # A box average down to about twice the thumbnail first: resampling the whole
+            # image (1024x1024 and more) took most of the time, in every check that keeps
+            # thumbnails for the report.
+            factor = max(im.size) // (2 * side)
+            if factor > 1:
+                im = im.reduce(factor)
             im = im.convert("RGBA")
             im.thumbnail((side, side))
             return _encode(im, "png")
