@@ -27,6 +27,7 @@ __all__ = [
     "ImagegenError",
     "MalformedResponse",
     "ModelSeparationError",
+    "category_of",
 ]
 
 
@@ -81,7 +82,12 @@ class ConformanceFailure(AssertionError):
 
 
 class Category(str, Enum):
-    """The twelve error categories of DESIGN.md."""
+    """The twelve error categories of DESIGN.md.
+
+    A ``str`` enum: a member equals, and hashes like, its value (``str`` comes before
+    ``Enum`` in the method order), so the plain strings that cassettes, JSON reports and
+    configuration hold compare, look up and serialise (``json``) the same as the members.
+    """
 
     AUTHENTICATION = "authentication"
     PERMISSION = "permission"
@@ -100,11 +106,23 @@ class Category(str, Enum):
         return self.value
 
 
+def category_of(value: object) -> Category | None:
+    """``value`` as a :class:`Category` (a member, or a category's name as cassettes and
+    reports hold it); None for anything else."""
+    try:
+        return Category(value)
+    except ValueError:
+        return None
+
+
 @dataclass(frozen=True)
 class Diagnosis:
-    """What an endpoint error (or a bad 2xx) means, and what to do about it."""
+    """What an endpoint error (or a bad 2xx) means, and what to do about it.
 
-    category: str
+    ``category`` is always a :class:`Category` (a category's name is taken and converted).
+    """
+
+    category: Category
     problem_class: str  # technical | quality | efficiency | cost
     retryable: bool
     hint: str
@@ -115,8 +133,13 @@ class Diagnosis:
     param: str | None = None
     message: str | None = None
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.category, Category):
+            object.__setattr__(self, "category", Category(self.category))
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields as plain JSON types (the category as its name)."""
+        return {**asdict(self), "category": self.category.value}
 
     def __str__(self) -> str:
         where = f"HTTP {self.status} " if self.status is not None else ""

@@ -38,6 +38,7 @@ from pytest_imagegen.classify import classify, hint_for
 from pytest_imagegen.classify import malformed as malformed_diagnosis
 from pytest_imagegen.errors import (
     CallerError,
+    Category,
     ConfigError,
     Diagnosis,
     MalformedResponse,
@@ -284,7 +285,7 @@ def format_params(params: Mapping[str, Any]) -> str:
 
 
 def _failure_label(diagnosis: Diagnosis, latency_s: float) -> str:
-    if diagnosis.category == "timeout" and diagnosis.status is None:
+    if diagnosis.category == Category.TIMEOUT and diagnosis.status is None:
         message = diagnosis.message or ""
         # A stream's timeout says how far the stream got (stalled, or held back).
         shown = f" ({_shorten(message, 160)})" if message.startswith("the stream") else ""
@@ -292,7 +293,7 @@ def _failure_label(diagnosis: Diagnosis, latency_s: float) -> str:
     detail = [f"HTTP {diagnosis.status}"] if diagnosis.status is not None else []
     if diagnosis.code:
         detail.append(str(diagnosis.code))
-    if diagnosis.category in ("malformed_response", "unknown") and diagnosis.message:
+    if diagnosis.category in (Category.MALFORMED_RESPONSE, Category.UNKNOWN) and diagnosis.message:
         detail.append(_shorten(diagnosis.message, 120))
     return f"{diagnosis.category} ({', '.join(detail)})" if detail else str(diagnosis.category)
 
@@ -670,10 +671,10 @@ def _estimate_cost(step: Step) -> float:
 
 def _timeout_diagnosis(message: str) -> Diagnosis:
     return Diagnosis(
-        category="timeout",
+        category=Category.TIMEOUT,
         problem_class="efficiency",
         retryable=True,
-        hint=hint_for("timeout"),
+        hint=hint_for(Category.TIMEOUT),
         message=message,
     )
 
@@ -877,7 +878,7 @@ def _attempt_thread(
         result = _Result(None, error=exc)
     except BaseException as exc:  # a thread must not die with an exception: it is a diagnosis
         diagnosis = classify(exc)
-        if diagnosis.category == "timeout" and watch.stream is not None:
+        if diagnosis.category == Category.TIMEOUT and watch.stream is not None:
             # The SDK's read timeout inside a stream: say how far the stream got.
             diagnosis = _timeout_diagnosis(watch.stream.why_out_of_time(time_limit_s))
         result = _Result(diagnosis)

@@ -106,6 +106,7 @@ def note_failure(
     when the check named one, else the diagnosis's advice.
     """
     from pytest_imagegen.classify.categories import PROBLEM_CLASS
+    from pytest_imagegen.errors import category_of
 
     given = data.get("failure")
     failure: Mapping[str, Any] = given if isinstance(given, dict) else {}
@@ -114,10 +115,9 @@ def note_failure(
     )
     data["category"] = category
     area = _text(data.get("area")) or ""
+    known = category_of(category)
     data["problem_class"] = (
-        PROBLEM_CLASS[category]
-        if category is not None and category in PROBLEM_CLASS
-        else _AREA_PROBLEM_CLASS.get(area, "technical")
+        PROBLEM_CLASS[known] if known is not None else _AREA_PROBLEM_CLASS.get(area, "technical")
     )
     if category is None and area in _AREA_PROBLEM_CLASS:
         data["problem_class"] = _AREA_PROBLEM_CLASS[area]
@@ -939,9 +939,10 @@ def _problem_class(data: Mapping[str, Any]) -> str:
     """The problem class of a failure whose data names none: by its category, else by the
     area of its check (efficiency and cost checks fail on efficiency and cost)."""
     from pytest_imagegen.classify.categories import PROBLEM_CLASS
+    from pytest_imagegen.errors import category_of
 
-    category = _text(data.get("category"))
-    if category is not None and category in PROBLEM_CLASS:
+    category = category_of(_text(data.get("category")))
+    if category is not None:
         return PROBLEM_CLASS[category]
     return _AREA_PROBLEM_CLASS.get(_text(data.get("area")) or "", "technical")
 

@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
-from pytest_imagegen.errors import Category
+from pytest_imagegen.errors import Category, category_of
 from pytest_imagegen.profiles import (
     KNOWN_PARAMS,
     PROFILES,
@@ -1314,8 +1314,8 @@ def _masked_key() -> st.SearchStrategy[str]:
     ).map(lambda t: f"sk-{t[0]}{'*' * 39}{t[1]}")
 
 
-def _category_strategies(category: str) -> list[st.SearchStrategy[Triple]]:
-    if category == "authentication":
+def _category_strategies(category: Category) -> list[st.SearchStrategy[Triple]]:
+    if category == Category.AUTHENTICATION:
         return [
             _openai(
                 401,
@@ -1355,7 +1355,7 @@ def _category_strategies(category: str) -> list[st.SearchStrategy[Triple]]:
             ),
             _relay(401, st.sampled_from(("无效的令牌", "未提供令牌"))),
         ]
-    if category == "permission":
+    if category == Category.PERMISSION:
         return [
             _openai(
                 403,
@@ -1378,7 +1378,7 @@ def _category_strategies(category: str) -> list[st.SearchStrategy[Triple]]:
             ),
             _relay(403, _image_models.map(lambda m: f"该令牌无权使用模型：{m}")),  # noqa: RUF001
         ]
-    if category == "quota":
+    if category == Category.QUOTA:
         base = "You exceeded your current quota, please check your plan and billing details."
         docs = " For more information on this error, read the docs: https://platform.openai.com/docs/guides/error-codes/api-errors."
         return [
@@ -1401,7 +1401,7 @@ def _category_strategies(category: str) -> list[st.SearchStrategy[Triple]]:
                 "budget_exceeded",
             ),
         ]
-    if category == "rate_limit":
+    if category == Category.RATE_LIMIT:
         retry = st.integers(1, 120).map(str)
         return [
             _openai(
@@ -1454,7 +1454,7 @@ def _category_strategies(category: str) -> list[st.SearchStrategy[Triple]]:
             ),
             _relay(429, "当前分组上游负载已饱和，请稍后再试"),  # noqa: RUF001
         ]
-    if category == "timeout":
+    if category == Category.TIMEOUT:
         return [
             _nginx(504, "Gateway Time-out"),
             _cloudflare(524, "A timeout occurred"),
@@ -1473,7 +1473,7 @@ def _category_strategies(category: str) -> list[st.SearchStrategy[Triple]]:
             ),
             _raw(408, "", "text/plain"),
         ]
-    if category == "network":
+    if category == Category.NETWORK:
         failures = st.sampled_from(
             (
                 "dial tcp 104.18.6.192:443: connect: connection refused",
@@ -1493,7 +1493,7 @@ def _category_strategies(category: str) -> list[st.SearchStrategy[Triple]]:
             _cloudflare(523, "Origin is unreachable"),
             _cloudflare(525, "SSL handshake failed"),
         ]
-    if category == "server":
+    if category == Category.SERVER:
         return [
             _openai(
                 500,
@@ -1528,7 +1528,7 @@ def _category_strategies(category: str) -> list[st.SearchStrategy[Triple]]:
                 None,
             ),
         ]
-    if category == "model_not_found":
+    if category == Category.MODEL_NOT_FOUND:
         return [
             _openai(
                 404,
@@ -1579,7 +1579,7 @@ def _category_strategies(category: str) -> list[st.SearchStrategy[Triple]]:
                 param="None",
             ),
         ]
-    if category == "invalid_request":
+    if category == Category.INVALID_REQUEST:
         return [
             _openai(
                 400,
@@ -1621,7 +1621,7 @@ def _category_strategies(category: str) -> list[st.SearchStrategy[Triple]]:
                 param="None",
             ),
         ]
-    if category == "content_policy":
+    if category == Category.CONTENT_POLICY:
         return [
             _openai(
                 400,
@@ -1657,9 +1657,9 @@ def _category_strategies(category: str) -> list[st.SearchStrategy[Triple]]:
             ),
             _azure_content_filter(),
         ]
-    if category == "malformed_response":
+    if category == Category.MALFORMED_RESPONSE:
         return [_malformed()]
-    if category == "unknown":
+    if category == Category.UNKNOWN:
         return [
             _raw(418, "I'm a teapot", "text/plain"),
             _raw(
@@ -1729,7 +1729,7 @@ def _malformed(draw: st.DrawFn) -> Triple:
     return 200, {"content-type": ctype}, body
 
 
-def error_responses(*, category: str | None = None) -> st.SearchStrategy[Triple]:
+def error_responses(*, category: Category | str | None = None) -> st.SearchStrategy[Triple]:
     """``(status, headers, body_bytes)`` triples of realistic error answers for ``category``
     (one of :data:`CATEGORIES`; any category when None).
 
@@ -1739,7 +1739,7 @@ def error_responses(*, category: str | None = None) -> st.SearchStrategy[Triple]
     """
     if category is None:
         return st.one_of([error_responses(category=c) for c in CATEGORIES])
-    category = str(category)  # accepts pytest_imagegen.errors.Category members
-    if category not in CATEGORIES:
+    known = category_of(category)  # a Category member, or its name
+    if known is None:
         raise InvalidArgument(f"category={category!r} must be one of {', '.join(CATEGORIES)}")
-    return st.one_of(_category_strategies(category))
+    return st.one_of(_category_strategies(known))

@@ -33,7 +33,7 @@ from pytest_imagegen.classify import (
     malformed,
     mask_secrets,
 )
-from pytest_imagegen.errors import Category, Diagnosis
+from pytest_imagegen.errors import Category, Diagnosis, category_of
 
 REAL_ERRORS = real_error_cases()
 LITELLM_ERRORS = litellm_error_cases()
@@ -90,6 +90,36 @@ def test_categories_problem_classes_and_retryability_are_designs_table() -> None
     assert {name: PROBLEM_CLASS[name] for name in table} == {n: p for n, (p, _) in table.items()}
     retryable = {name for name, (_, retry) in table.items() if retry}
     assert retryable == RETRYABLE
+
+
+def test_a_diagnosis_category_is_a_category_member_that_is_still_its_name() -> None:
+    """Categories are the Category type wherever they are declared or compared, and plain
+    strings (cassettes, JSON reports) still compare, hash and serialise the same."""
+    d = diagnose(raw(429, {"error": {"code": "insufficient_quota", "message": "no credit"}}))
+    assert type(d.category) is Category and d.category is Category.QUOTA
+    assert d.category == "quota" and d.category != "rate_limit"
+    assert {"quota": 1}[d.category] == 1 and {Category.QUOTA: 1}["quota"] == 1
+    # Tables keyed by Category answer plain-string lookups.
+    assert "rate_limit" in RETRYABLE and "quota" not in RETRYABLE
+    assert PROBLEM_CLASS["quota"] == "cost"
+    assert f"{d.category}" == str(d.category) == "quota"
+    plain = d.to_dict()["category"]
+    assert type(plain) is str and plain == "quota"
+    assert json.loads(json.dumps(d.to_dict()))["category"] == "quota"
+    # Built from a name (a caller, a recording): converted; a name that is no category: refused.
+    made = Diagnosis(category="timeout", problem_class="efficiency", retryable=True, hint="h")
+    assert made.category is Category.TIMEOUT
+    with pytest.raises(ValueError):
+        Diagnosis(category="slow", problem_class="efficiency", retryable=True, hint="h")
+    assert category_of("rate_limit") is Category.RATE_LIMIT
+    assert category_of(Category.SERVER) is Category.SERVER
+    assert category_of("slow") is None and category_of(None) is None
+
+
+def test_every_classified_category_is_a_category_member() -> None:
+    for case in REAL_ERRORS:
+        d = diagnose((case["status"], case["headers"], case["body"].encode()))
+        assert type(d.category) is Category, case["id"]
 
 
 # --- real-errors.json -----------------------------------------------------------------

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from pytest_imagegen.errors import BudgetExceededError, ConformanceFailure, Diagnosis
+from pytest_imagegen.errors import BudgetExceededError, Category, ConformanceFailure, Diagnosis
 from pytest_imagegen.testdata import cost_adder, with_measures
 
 if TYPE_CHECKING:
@@ -372,14 +372,16 @@ class CheckContext:
         call: Call | None = None,
         expected: str | None = None,
         fix: str | None = None,
-        category: str | None = None,
+        category: Category | None = None,
     ) -> NoReturn:
         """Fail the check. The diagnosis of ``call`` (if any) gives the report its category;
         ``expected`` says what a conforming endpoint does, ``fix`` what to change so it
         does (the report's hint, instead of the diagnosis's advice to a client), and
         ``category`` the error category at stake when no diagnosis names it."""
         failure = self.data.setdefault("failure", {})
-        for key, value in (("expected", expected), ("fix", fix), ("category", category)):
+        # The test data holds plain JSON values: the category by its name.
+        named = category.value if category is not None else None
+        for key, value in (("expected", expected), ("fix", fix), ("category", named)):
             if value:
                 failure[key] = value
         if call is not None:

@@ -10,6 +10,7 @@ from typing import Any
 
 from pytest_imagegen.checks import check
 from pytest_imagegen.checks.context import Call, CheckContext, FileTuple
+from pytest_imagegen.errors import Category
 
 # The size the suite's input images have for each family (dall-e-2 wants a small square).
 _INPUT_SIDE = {"dall-e": 256}
@@ -67,7 +68,9 @@ def _refused(ctx: CheckContext, call: Call, what: str, param: str) -> None:
         )
     # A model refused for the wrong kind of request is model_not_found to the classifier.
     categories = (
-        ("invalid_request", "model_not_found") if param == "model" else ("invalid_request",)
+        (Category.INVALID_REQUEST, Category.MODEL_NOT_FOUND)
+        if param == "model"
+        else (Category.INVALID_REQUEST,)
     )
     if diagnosis.category not in categories or diagnosis.param != param:
         ctx.fail(

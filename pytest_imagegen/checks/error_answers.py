@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from pytest_imagegen.checks import fixes
 from pytest_imagegen.checks.context import Call, CheckContext
 from pytest_imagegen.checks.registry import check
+from pytest_imagegen.errors import Category
 
 if TYPE_CHECKING:
     import openai
@@ -86,7 +87,7 @@ def _wrong_key_client(ctx: CheckContext) -> openai.OpenAI | None:
     return ctx.client(api_key=WRONG_KEY, default_headers=headers or None)
 
 
-def _expect(ctx: CheckContext, call: Call, category: str, what: str) -> None:
+def _expect(ctx: CheckContext, call: Call, category: Category, what: str) -> None:
     if call.diagnosis is None:
         ctx.fail(
             f"{what} was answered with {call.describe()}; expected {category}",
@@ -117,7 +118,7 @@ def wrong_key_is_authentication(ctx: CheckContext) -> None:
     if client is None:
         ctx.skip(f"endpoint {ctx.endpoint.name!r} has no API key, so a wrong one proves nothing")
     call = ctx.generate(client=client, expect_images=False, **ctx.cheap_params())
-    _expect(ctx, call, "authentication", "a wrong API key")
+    _expect(ctx, call, Category.AUTHENTICATION, "a wrong API key")
     if call.status != 401:
         # Only the message says "wrong key" (LiteLLM without a database answers 400): the
         # SDK raises BadRequestError, so handlers of AuthenticationError miss it.
@@ -137,7 +138,7 @@ def unknown_model_is_model_not_found(ctx: CheckContext) -> None:
     model_not_found".
     """
     call = ctx.generate(model=UNKNOWN_MODEL, expect_images=False, **ctx.cheap_params())
-    _expect(ctx, call, "model_not_found", f"an unknown model ({UNKNOWN_MODEL!r})")
+    _expect(ctx, call, Category.MODEL_NOT_FOUND, f"an unknown model ({UNKNOWN_MODEL!r})")
 
 
 @check("errors")
@@ -173,7 +174,7 @@ def rate_limit_carries_retry_after(ctx: CheckContext) -> None:
     """
     ctx.script_fault("rate_limit", times=1)
     call = ctx.generate(expect_images=False, **ctx.cheap_params())
-    _expect(ctx, call, "rate_limit", "a 429 rate limit")
+    _expect(ctx, call, Category.RATE_LIMIT, "a 429 rate limit")
     if call.diagnosis is not None and not call.diagnosis.retryable:
         ctx.fail("a 429 rate limit was classified not retryable", call=call)
     if call.diagnosis is None or call.diagnosis.retry_after_s is None:
@@ -194,7 +195,7 @@ def quota_is_not_retryable(ctx: CheckContext) -> None:
     """
     ctx.script_fault("quota", times=1)
     call = ctx.generate(expect_images=False, **ctx.cheap_params())
-    _expect(ctx, call, "quota", "exhausted quota")
+    _expect(ctx, call, Category.QUOTA, "exhausted quota")
     if call.diagnosis is not None and call.diagnosis.retryable:
         ctx.fail("exhausted quota was classified retryable; a client would retry it", call=call)
 
@@ -208,7 +209,7 @@ def server_error_is_retryable(ctx: CheckContext) -> None:
     """
     ctx.script_fault("server_error", times=1)
     call = ctx.generate(expect_images=False, **ctx.cheap_params())
-    _expect(ctx, call, "server", "a 500 server error")
+    _expect(ctx, call, Category.SERVER, "a 500 server error")
     if call.diagnosis is not None and not call.diagnosis.retryable:
         ctx.fail("a 500 server error was classified not retryable", call=call)
     problem = envelope_problem(call)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from pytest_imagegen.checks.context import PROMPT, CheckContext
 from pytest_imagegen.checks.registry import check
+from pytest_imagegen.errors import Category
 
 if TYPE_CHECKING:
     from pytest_imagegen.fallback import Outcome
@@ -109,7 +110,7 @@ def stalled_primary_falls_back(ctx: CheckContext) -> None:
             outcome,
         )
     first = outcome.attempts[0].diagnosis
-    if first is None or first.category != "timeout":
+    if first is None or first.category != Category.TIMEOUT:
         raise_failure(ctx, "the stalled first attempt was not diagnosed as a timeout", outcome)
     _within_deadline(ctx, outcome)
 
@@ -131,6 +132,6 @@ def non_retryable_stops_at_once(ctx: CheckContext) -> None:
             f"must stop the chain at once",
             outcome,
         )
-    if outcome.diagnosis is None or outcome.diagnosis.category != "quota":
+    if outcome.diagnosis is None or outcome.diagnosis.category != Category.QUOTA:
         got = outcome.diagnosis.category if outcome.diagnosis else "success"
         raise_failure(ctx, f"a quota failure ended as {got}, expected quota", outcome)

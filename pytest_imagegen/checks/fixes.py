@@ -11,43 +11,47 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from pytest_imagegen.errors import Category
+
 if TYPE_CHECKING:
     from pytest_imagegen.checks.context import Call
 
 #: What OpenAI answers for each refusal a check expects, and where that answer must come from.
-_REFUSALS: Mapping[str, str] = {
-    "authentication": (
+_REFUSALS: Mapping[Category, str] = {
+    Category.AUTHENTICATION: (
         "answer a wrong or missing key with HTTP 401 and error code 'invalid_api_key' "
         "before routing the request (check the key first, in the gateway or relay)"
     ),
-    "model_not_found": (
+    Category.MODEL_NOT_FOUND: (
         "answer a model it does not serve with HTTP 404 and code 'model_not_found' (relays: "
         "no channel for the model) instead of routing it elsewhere"
     ),
-    "invalid_request": (
+    Category.INVALID_REQUEST: (
         "validate the request against the model's parameters and answer HTTP 400 "
         "invalid_request_error naming the parameter in `param`"
     ),
-    "rate_limit": "answer too many requests with HTTP 429 'rate_limit_exceeded' and Retry-After",
-    "quota": "answer exhausted credit with HTTP 429 'insufficient_quota' (not a rate limit)",
-    "server": "answer an internal failure with HTTP 500 in OpenAI's JSON error envelope",
+    Category.RATE_LIMIT: (
+        "answer too many requests with HTTP 429 'rate_limit_exceeded' and Retry-After"
+    ),
+    Category.QUOTA: "answer exhausted credit with HTTP 429 'insufficient_quota' (not a rate limit)",
+    Category.SERVER: "answer an internal failure with HTTP 500 in OpenAI's JSON error envelope",
 }
 
-_WHY: Mapping[str, str] = {
-    "server": "a 5xx tells clients to retry a request that can never succeed",
-    "rate_limit": "a rate limit tells clients to retry a request that can never succeed",
-    "timeout": "a timeout tells clients to retry a request that can never succeed",
-    "malformed_response": "clients cannot tell the failure from a broken answer",
+_WHY: Mapping[Category, str] = {
+    Category.SERVER: "a 5xx tells clients to retry a request that can never succeed",
+    Category.RATE_LIMIT: "a rate limit tells clients to retry a request that can never succeed",
+    Category.TIMEOUT: "a timeout tells clients to retry a request that can never succeed",
+    Category.MALFORMED_RESPONSE: "clients cannot tell the failure from a broken answer",
 }
 
 
-def refusal(expected: str, call: Call | None = None) -> str:
+def refusal(expected: Category, call: Call | None = None) -> str:
     """The fix when the endpoint should have refused with ``expected`` and did otherwise."""
     what = _REFUSALS.get(expected, f"answer this request with a {expected} error as OpenAI does")
-    seen = call.diagnosis.category if call is not None and call.diagnosis is not None else None
     if call is not None and call.diagnosis is None:
         return f"Make the endpoint {what}; it answered HTTP {call.status} as if nothing was wrong."
-    why = _WHY.get(seen or "", "")
+    seen = call.diagnosis.category if call is not None and call.diagnosis is not None else None
+    why = _WHY.get(seen, "") if seen is not None else ""
     return f"Make the endpoint {what}" + (f": {why}." if why else ".")
 
 

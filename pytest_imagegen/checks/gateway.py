@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_imagegen.checks import check
 from pytest_imagegen.checks.context import Call, CheckContext
+from pytest_imagegen.errors import Category
 
 if TYPE_CHECKING:
     from pytest_imagegen.upstream import Exchange, UpstreamRequest
@@ -22,11 +23,11 @@ if TYPE_CHECKING:
 NEWER_OPTIONAL_PARAMS: Mapping[str, str] = {"safety_identifier": "imagegen-suite-0001"}
 
 #: The error each scripted fault stands for, with the category a client must see.
-_ERROR_FAULTS: tuple[tuple[str, dict[str, Any], str], ...] = (
-    ("rate_limit", {"retry_after": 1}, "rate_limit"),
-    ("quota", {}, "quota"),
-    ("content_policy", {}, "content_policy"),
-    ("model_not_found", {}, "model_not_found"),
+_ERROR_FAULTS: tuple[tuple[str, dict[str, Any], Category], ...] = (
+    ("rate_limit", {"retry_after": 1}, Category.RATE_LIMIT),
+    ("quota", {}, Category.QUOTA),
+    ("content_policy", {}, Category.CONTENT_POLICY),
+    ("model_not_found", {}, Category.MODEL_NOT_FOUND),
 )
 
 #: Non-retryable upstream errors (fault, what it is): retrying them cannot succeed.
@@ -229,7 +230,7 @@ def attempts_within_limits(ctx: CheckContext) -> None:
     n = exchange.attempts
     retries = ctx.endpoint.max_retries
     deadline = ctx.endpoint.deadline_s
-    if call.diagnosis is not None and call.diagnosis.category == "timeout":
+    if call.diagnosis is not None and call.diagnosis.category == Category.TIMEOUT:
         ctx.fail(
             f"the client's request timed out (timeout_s={ctx.endpoint.timeout_s:g}, "
             f"deadline_s={deadline:g}) while the gateway was still retrying ({n} upstream "

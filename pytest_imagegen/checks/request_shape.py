@@ -8,7 +8,7 @@ from typing import Any
 from pytest_imagegen.checks import fixes
 from pytest_imagegen.checks.context import PROMPT, Call, CheckContext
 from pytest_imagegen.checks.registry import check
-from pytest_imagegen.errors import CassetteError
+from pytest_imagegen.errors import CassetteError, Category
 
 #: Examples drawn by ``valid_requests_succeed`` (each one is a live request when recording).
 VALID_EXAMPLES = 3
@@ -73,17 +73,17 @@ def _expect_refusal(ctx: CheckContext, param: str, **params: Any) -> None:
             f"the endpoint accepted {json.dumps(shown)} (HTTP {call.status}); "
             f"{ctx.profile.name} must refuse it with invalid_request naming param {param!r}",
             call=call,
-            category="invalid_request",
+            category=Category.INVALID_REQUEST,
             fix=fixes.accepted(param, ctx.profile.name),
         )
     diagnosis = call.diagnosis
-    if diagnosis.category != "invalid_request":
+    if diagnosis.category != Category.INVALID_REQUEST:
         ctx.fail(
             f"{json.dumps(shown)} was refused as {diagnosis.category}, expected "
             f"invalid_request naming param {param!r}: {call.describe()}"
             + _gateway_note(call, param),
             call=call,
-            fix=fixes.refusal("invalid_request", call),
+            fix=fixes.refusal(Category.INVALID_REQUEST, call),
         )
     if diagnosis.param != param:
         ctx.fail(
@@ -186,7 +186,7 @@ def valid_requests_succeed(ctx: CheckContext) -> None:
 
 def _valid_failed(ctx: CheckContext, call: Call) -> None:
     fix = None
-    if call.diagnosis is not None and call.diagnosis.category == "malformed_response":
+    if call.diagnosis is not None and call.diagnosis.category == Category.MALFORMED_RESPONSE:
         fix = fixes.wrong_images("size and format")
     ctx.fail(
         f"a valid request failed: {call.request_line()}: {call.describe()}", call=call, fix=fix
@@ -265,7 +265,11 @@ def invalid_requests_refused(ctx: CheckContext) -> None:
         body, param = case
         call = ctx.generate(_cheapen(body, cheap, keep=param), client=client, expect_images=False)
         diagnosis = call.diagnosis
-        if diagnosis is None or diagnosis.category != "invalid_request" or diagnosis.param != param:
+        if (
+            diagnosis is None
+            or diagnosis.category != Category.INVALID_REQUEST
+            or diagnosis.param != param
+        ):
             failures.append(
                 f"an invalid request was not refused as invalid_request naming {param!r}: "
                 f"{call.request_line()}: {call.describe()}" + _gateway_note(call, param)
@@ -280,11 +284,11 @@ def _invalid_failed(ctx: CheckContext, message: str, call: Call) -> None:
     param = _planted_param(message)
     if call.diagnosis is None:
         fix = fixes.accepted(param, ctx.profile.name)
-    elif call.diagnosis.category != "invalid_request":
-        fix = fixes.refusal("invalid_request", call)
+    elif call.diagnosis.category != Category.INVALID_REQUEST:
+        fix = fixes.refusal(Category.INVALID_REQUEST, call)
     else:
         fix = fixes.error_param(param)
-    ctx.fail(message, call=call, category="invalid_request", fix=fix)
+    ctx.fail(message, call=call, category=Category.INVALID_REQUEST, fix=fix)
 
 
 def _planted_param(message: str) -> str:
@@ -315,7 +319,11 @@ def _replay_invalid(ctx: CheckContext, recorded: list[dict[str, Any]]) -> None:
     for body, param in cases:
         call = ctx.generate(body, client=client, expect_images=False)
         diagnosis = call.diagnosis
-        if diagnosis is None or diagnosis.category != "invalid_request" or diagnosis.param != param:
+        if (
+            diagnosis is None
+            or diagnosis.category != Category.INVALID_REQUEST
+            or diagnosis.param != param
+        ):
             _invalid_failed(  # one failure is enough
                 ctx,
                 f"an invalid request was not refused as invalid_request naming {param!r}: "

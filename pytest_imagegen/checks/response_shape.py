@@ -8,6 +8,7 @@ from typing import Any
 from pytest_imagegen.checks import fixes
 from pytest_imagegen.checks.context import SERVERLESS_RESPONSE_CAP, Call, CheckContext
 from pytest_imagegen.checks.registry import check
+from pytest_imagegen.errors import Category
 
 _USAGE_FIELDS = ("input_tokens", "output_tokens", "total_tokens")
 
@@ -20,7 +21,7 @@ def _generated(ctx: CheckContext, **params: Any) -> Call:
 
 
 def _malformed(call: Call) -> bool:
-    return call.diagnosis is not None and call.diagnosis.category == "malformed_response"
+    return call.diagnosis is not None and call.diagnosis.category == Category.MALFORMED_RESPONSE
 
 
 def _schema_problems(document: Any, content: bytes = b"") -> list[str]:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pytest_imagegen.checks import fixes
 from pytest_imagegen.checks.context import Call, CheckContext
 from pytest_imagegen.checks.registry import check
+from pytest_imagegen.errors import Category
 
 # What a correct endpoint answers when a model of the wrong kind is asked for.
-_REFUSALS = ("model_not_found", "invalid_request")
+_REFUSALS = (Category.MODEL_NOT_FOUND, Category.INVALID_REQUEST)
 
 
 @check("separation", sends_requests=False)
@@ -99,16 +100,16 @@ def chat_model_refused_by_images(ctx: CheckContext) -> None:
                 f"({seen.describe()}); it must refuse it (OpenAI answers 400 "
                 f"invalid_request_error)",
                 call=seen,
-                category="model_not_found",
-                fix=fixes.refusal("model_not_found", seen),
+                category=Category.MODEL_NOT_FOUND,
+                fix=fixes.refusal(Category.MODEL_NOT_FOUND, seen),
             )
         ctx.fail(
             f"the images endpoint answered chat model {chat_model!r} with HTTP {call.status} "
             f"and no usable image ({seen.diagnosis.message}) instead of refusing it (OpenAI "
             f"answers 400 invalid_request_error)",
             call=seen,
-            category="model_not_found",
-            fix=fixes.refusal("model_not_found", call),
+            category=Category.MODEL_NOT_FOUND,
+            fix=fixes.refusal(Category.MODEL_NOT_FOUND, call),
         )
     if call.diagnosis.category not in _REFUSALS:
         _unjudged(ctx, call, f"chat model {chat_model!r} sent to the images endpoint")
@@ -147,7 +148,14 @@ def image_model_refused_by_chat(ctx: CheckContext) -> None:
 
 # Failures that say nothing about how the endpoint treats a model of the wrong kind: the
 # request never got an answer to judge.
-_NO_VERDICT = ("timeout", "network", "rate_limit", "quota", "server", "authentication")
+_NO_VERDICT = (
+    Category.TIMEOUT,
+    Category.NETWORK,
+    Category.RATE_LIMIT,
+    Category.QUOTA,
+    Category.SERVER,
+    Category.AUTHENTICATION,
+)
 
 
 def _unjudged(ctx: CheckContext, call: Call, what: str) -> None:

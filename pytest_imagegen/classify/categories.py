@@ -1,4 +1,5 @@
-"""The category names as strings, their problem class (DESIGN.md) and which are retryable."""
+"""The categories by their short names, their problem class (DESIGN.md) and which are
+retryable. Each is a :class:`~pytest_imagegen.errors.Category` member, equal to its name."""
 
 from __future__ import annotations
 
@@ -6,21 +7,21 @@ from collections.abc import Mapping
 
 from pytest_imagegen.errors import Category
 
-AUTHENTICATION = Category.AUTHENTICATION.value
-PERMISSION = Category.PERMISSION.value
-QUOTA = Category.QUOTA.value
-RATE_LIMIT = Category.RATE_LIMIT.value
-TIMEOUT = Category.TIMEOUT.value
-NETWORK = Category.NETWORK.value
-SERVER = Category.SERVER.value
-MODEL_NOT_FOUND = Category.MODEL_NOT_FOUND.value
-INVALID_REQUEST = Category.INVALID_REQUEST.value
-CONTENT_POLICY = Category.CONTENT_POLICY.value
-MALFORMED_RESPONSE = Category.MALFORMED_RESPONSE.value
-UNKNOWN = Category.UNKNOWN.value
+AUTHENTICATION = Category.AUTHENTICATION
+PERMISSION = Category.PERMISSION
+QUOTA = Category.QUOTA
+RATE_LIMIT = Category.RATE_LIMIT
+TIMEOUT = Category.TIMEOUT
+NETWORK = Category.NETWORK
+SERVER = Category.SERVER
+MODEL_NOT_FOUND = Category.MODEL_NOT_FOUND
+INVALID_REQUEST = Category.INVALID_REQUEST
+CONTENT_POLICY = Category.CONTENT_POLICY
+MALFORMED_RESPONSE = Category.MALFORMED_RESPONSE
+UNKNOWN = Category.UNKNOWN
 
 # DESIGN.md's table, verbatim.
-PROBLEM_CLASS: Mapping[str, str] = {
+PROBLEM_CLASS: Mapping[Category, str] = {
     AUTHENTICATION: "technical",
     PERMISSION: "technical",
     QUOTA: "cost",
@@ -34,4 +35,6 @@ PROBLEM_CLASS: Mapping[str, str] = {
     MALFORMED_RESPONSE: "technical",
     UNKNOWN: "technical",
 }
-RETRYABLE: frozenset[str] = frozenset({RATE_LIMIT, TIMEOUT, NETWORK, SERVER, MALFORMED_RESPONSE})
+RETRYABLE: frozenset[Category] = frozenset(
+    {RATE_LIMIT, TIMEOUT, NETWORK, SERVER, MALFORMED_RESPONSE}
+)

@@ -35,7 +35,7 @@ from pytest_imagegen.classify.tables import (
     _token,
     _token_category,
 )
-from pytest_imagegen.errors import Diagnosis, MalformedResponse
+from pytest_imagegen.errors import Category, Diagnosis, MalformedResponse
 
 
 def _classify(x: object, *, now: float) -> Diagnosis:
@@ -84,7 +84,7 @@ def _decide(ev: _Evidence, now: float) -> Diagnosis:
     return _diagnosis(ev, category, tag, now)
 
 
-def _specific_tag(ev: _Evidence, category: str, text: str) -> str:
+def _specific_tag(ev: _Evidence, category: Category, text: str) -> str:
     """A code said the category; a message or the status may say more, for the hint."""
     for rule_category, tag, patterns in _MESSAGE_RULES:
         if rule_category == category and tag and _match_any(text, patterns):
@@ -97,7 +97,7 @@ def _specific_tag(ev: _Evidence, category: str, text: str) -> str:
     return ""
 
 
-def _decide_content(ev: _Evidence, tokens: list[str], text: str) -> tuple[str, str] | None:
+def _decide_content(ev: _Evidence, tokens: list[str], text: str) -> tuple[Category, str] | None:
     """code/type first, then messages; quota signals anywhere win over both."""
     token_hits = [hit for hit in (_token_category(t) for t in tokens) if hit is not None]
     # A quota signal anywhere beats everything: gateways collapse "out of credit" into
@@ -142,7 +142,7 @@ def _effective_status(ev: _Evidence) -> int | None:
     return ev.status
 
 
-def _decide_body(ev: _Evidence) -> tuple[str, str]:
+def _decide_body(ev: _Evidence) -> tuple[Category, str]:
     status = ev.status
     two_xx = status is not None and 200 <= status <= 299
     if ev.error_object and (ev.error_key or not two_xx):
@@ -160,7 +160,7 @@ def _decide_body(ev: _Evidence) -> tuple[str, str]:
     return UNKNOWN, ""
 
 
-def _diagnosis(ev: _Evidence, category: str, tag: str, now: float) -> Diagnosis:
+def _diagnosis(ev: _Evidence, category: Category, tag: str, now: float) -> Diagnosis:
     retryable = category in RETRYABLE
     retry_after, source = _retry_after(ev, category, now) if retryable else (None, "")
     param = ev.param
@@ -214,7 +214,7 @@ _MESSAGE_WAIT_RE = re.compile(
 )
 
 
-def _retry_after(ev: _Evidence, category: str, now: float) -> tuple[float | None, str]:
+def _retry_after(ev: _Evidence, category: Category, now: float) -> tuple[float | None, str]:
     """Seconds to wait and where that came from (the SDK's order: -ms first)."""
     headers = ev.headers
     value = _parse_seconds(headers.get("retry-after-ms"), scale=0.001)

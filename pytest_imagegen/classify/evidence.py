@@ -36,6 +36,7 @@ from pytest_imagegen.classify.tables import (
     _match_any,
     _token,
 )
+from pytest_imagegen.errors import Category
 
 # ---------------------------------------------------------------------------
 # Evidence gathering
@@ -60,7 +61,7 @@ class _Evidence:
     body: str | None = None  # why a body is not a usable image answer ("data is empty", ...)
     success_shaped: bool = False  # a JSON object with a "data" key and no error
     images: int = 0  # usable-looking items in a 2xx "data" list
-    transport: tuple[str, str] | None = None  # (category, kind) of a failure with no answer
+    transport: tuple[Category, str] | None = None  # (category, kind) of a failure with no answer
     seen: str | None = None  # what the input was, for the unknown hint
     relay: str | None = None  # "one-api", "litellm", "azure", "cloudflare" (for hints)
     timeout_s: float | None = None  # the client timeout that expired, when known

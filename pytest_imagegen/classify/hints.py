@@ -22,9 +22,9 @@ from pytest_imagegen.classify.categories import (
     UNKNOWN,
 )
 from pytest_imagegen.classify.evidence import _Evidence
-from pytest_imagegen.errors import Category
+from pytest_imagegen.errors import Category, category_of
 
-_GENERIC_HINTS: Mapping[str, str] = {
+_GENERIC_HINTS: Mapping[Category, str] = {
     AUTHENTICATION: (
         "Check the API key: the variable named by api_key_env (or OPENAI_API_KEY) must hold a "
         "valid, unrevoked key issued for this base_url; retrying will not help."
@@ -72,10 +72,10 @@ _GENERIC_HINTS: Mapping[str, str] = {
 }
 
 
-def hint_for(category: str) -> str:
-    """The generic next step for a category (``Category`` or its string value)."""
-    value = category.value if isinstance(category, Category) else str(category)
-    return _GENERIC_HINTS.get(value, _GENERIC_HINTS[UNKNOWN])
+def hint_for(category: Category | str) -> str:
+    """The generic next step for a category (``Category`` or its name; an unknown name gets
+    the hint of ``unknown``)."""
+    return _GENERIC_HINTS[category_of(category) or UNKNOWN]
 
 
 # --- hints --------------------------------------------------------------------
@@ -86,7 +86,7 @@ class _Case:
     """What a hint rule may look at."""
 
     ev: _Evidence
-    category: str
+    category: Category
     tag: str
     retry_after: tuple[float | None, str]
     param: str | None
@@ -153,7 +153,7 @@ Hint = str | Callable[[_Case], str]
 
 #: The specific hints, in order: the first rule of the diagnosis's category whose condition
 #: holds gives the hint; a category with no matching rule gets its generic hint.
-_HINT_RULES: tuple[tuple[str, Callable[[_Case], bool], Hint], ...] = (
+_HINT_RULES: tuple[tuple[Category, Callable[[_Case], bool], Hint], ...] = (
     (
         QUOTA,
         _tag("billing"),
@@ -274,7 +274,7 @@ _HINT_RULES: tuple[tuple[str, Callable[[_Case], bool], Hint], ...] = (
 
 def _hint(
     ev: _Evidence,
-    category: str,
+    category: Category,
     tag: str,
     retry_after: tuple[float | None, str],
     param: str | None,

@@ -18,6 +18,7 @@ from pytest_imagegen.classify.categories import (
     SERVER,
     TIMEOUT,
 )
+from pytest_imagegen.errors import Category
 
 # ---------------------------------------------------------------------------
 # Decision tables
@@ -40,7 +41,7 @@ _AZURE_CODES = frozenset(
 )  # fmt: skip
 
 # Exact code/type tokens (after ``_token``) -> (category, detail tag).
-_CODE_TABLE: Mapping[str, tuple[str, str]] = {
+_CODE_TABLE: Mapping[str, tuple[Category, str]] = {
     # authentication
     **dict.fromkeys(
         ("invalid_api_key", "invalid_authentication", "incorrect_api_key", "unauthorized",
@@ -133,7 +134,7 @@ _CODE_TABLE: Mapping[str, tuple[str, str]] = {
 }  # fmt: skip
 
 # Tokens that only say "an error happened" at a given layer: consulted after the status.
-_WEAK_TOKENS: Mapping[str, str] = {
+_WEAK_TOKENS: Mapping[str, Category] = {
     "invalid_request_error": INVALID_REQUEST,
     "server_error": SERVER,
     "internal_server_error": SERVER,
@@ -152,7 +153,7 @@ _WEAK_TOKENS: Mapping[str, str] = {
 }
 
 # Substring rules for codes not in the table, in order.
-_CODE_SUBSTRINGS: tuple[tuple[str, tuple[str, ...]], ...] = (
+_CODE_SUBSTRINGS: tuple[tuple[Category, tuple[str, ...]], ...] = (
     (CONTENT_POLICY, ("content_polic", "moderation", "content_filter", "safety", "sensitive")),
     (QUOTA, ("quota", "billing", "budget", "balance", "credit")),
     (RATE_LIMIT, ("rate_limit", "ratelimit", "throttl", "too_many")),
@@ -164,7 +165,7 @@ _CODE_SUBSTRINGS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
-def _token_category(token: str) -> tuple[str, str] | None:
+def _token_category(token: str) -> tuple[Category, str] | None:
     if token in _WEAK_TOKENS or token in _ONE_API_TYPES:
         return None
     hit = _CODE_TABLE.get(token)
@@ -210,7 +211,7 @@ _TLS_TEXTS = (
 
 # Message patterns, in order: the first hit decides. Literals are matched with ``in`` on
 # the lower-cased, capped text; the few regexes have bounded repetition.
-_MESSAGE_RULES: tuple[tuple[str, str, tuple[str | re.Pattern[str], ...]], ...] = (
+_MESSAGE_RULES: tuple[tuple[Category, str, tuple[str | re.Pattern[str], ...]], ...] = (
     (CONTENT_POLICY, "azure_blocked", ("resource has been temporarily blocked",)),
     (CONTENT_POLICY, "", (
         "safety system", "content policy", "content_policy", "content management policy",
@@ -313,7 +314,7 @@ def _match_any(text: str, patterns: Iterable[str | re.Pattern[str]]) -> bool:
     return False
 
 
-def _status_category(status: int) -> tuple[str, str] | None:
+def _status_category(status: int) -> tuple[Category, str] | None:
     """Status-only meaning; None for 2xx (decided from the body)."""
     if 200 <= status <= 299:
         return None
