@@ -430,6 +430,38 @@ def check_unknown_model_ok(server):
     assert post(server, {**BODY, "model": "no-such-model"}).status_code == 200
 
 
+def check_image_model_as_chat(server):
+    answer = post(server).json()
+    assert answer["object"] == "chat.completion" and "data" not in answer
+    link = answer["choices"][0]["message"]["content"]
+    assert link.startswith("![image](" + server.base_url + "/files/images/img-")
+    url = link[len("![image](") : -1]
+    assert inspect_image(HTTP.get(url).content).size == "1024x1024"
+
+
+def check_extra_images(server):
+    answer = post(server, {**BODY, "n": 2}).json()
+    assert len(answer["data"]) == 3
+    assert answer["usage"]["output_tokens"] == 3 * 272
+
+
+def check_uncompressed_png(server):
+    response = post(server)
+    image = base64.b64decode(response.json()["data"][0]["b64_json"])
+    assert inspect_image(image).size == "1024x1024"
+    # RGBA stored without compression: 4 bytes a pixel, base64 a third more again.
+    assert len(image) > 1024 * 1024 * 4 and len(response.content) > 5_000_000
+
+
+def check_refuses_gpt_image_quality(server):
+    for quality in ("low", "medium", "high"):
+        error = post(server, {**BODY, "quality": quality}).json()["error"]
+        assert (error["param"], error["code"]) == ("quality", "invalid_value")
+    # dall-e-3 keeps its own qualities.
+    dalle = {**BODY, "model": "dall-e-3", "quality": "hd", "response_format": "b64_json"}
+    assert post(server, {k: v for k, v in dalle.items() if k != "size"}).status_code == 200
+
+
 def check_quota_as_rate_limit(server):
     server.faults.add("quota")
     response = post(server)

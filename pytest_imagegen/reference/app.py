@@ -37,6 +37,7 @@ from pytest_imagegen.reference.wire import (
     Reply,
     _image,
     _json,
+    _uncompressed_png,
     msg_model_not_found,
 )
 
@@ -820,6 +821,18 @@ class ReferenceApp:
             checked = {**body, "model": server.default_model}
         else:
             checked = body
+        quality = checked.get("quality")
+        if (
+            "refuses_gpt_image_quality" in server.defects
+            and profile.family == "gpt-image"
+            and quality in ("low", "medium", "high")
+        ):
+            return self._error(
+                400,
+                f"Invalid value: '{quality}'. Supported values are: 'standard' and 'hd'.",
+                param="quality",
+                code="invalid_value",
+            )
         if validate and "no_validation" not in server.defects:
             from pytest_imagegen.request_builder import validate_request
 
@@ -922,6 +935,8 @@ class ReferenceApp:
             # Different prompts give different images; so do the n images of one request.
             seed = gen.prompt if i == 0 else f"{gen.prompt}\n#{i}"
             data = _image(width, height, gen.fmt, seed)
+            if gen.fmt == "png" and "uncompressed_png" in self.server.defects:
+                data = _uncompressed_png(data)
             item: dict[str, Any] = {}
             if gen.response_format == "url":
                 item["url"] = self.server.store_image(data, gen.fmt, host=call.host)
@@ -949,12 +964,41 @@ class ReferenceApp:
         return response
 
     def _images(self, call: Received, gen: Generation) -> Reply:
-        data = [] if "empty_data" in self.server.defects else self._image_items(call, gen, gen.n)
+        defects = self.server.defects
+        count = gen.n + 1 if "extra_images" in defects else gen.n
+        data = [] if "empty_data" in defects else self._image_items(call, gen, count)
+        if "image_model_as_chat" in defects and not gen.stream:
+            return self._chat_answer(call, gen, data)
         if gen.stream:
             from pytest_imagegen.reference.streams import stream_reply
 
             return stream_reply(self, call, gen, data)
-        return Reply(200, _json(self._envelope(gen, data, count=gen.n)))
+        return Reply(200, _json(self._envelope(gen, data, count=count)))
+
+    def _chat_answer(self, call: Received, gen: Generation, data: list[dict[str, Any]]) -> Reply:
+        """The image_model_as_chat defect: a chat completion whose message links the images
+        in Markdown, as relays answer that serve an image model through a chat model."""
+        links = []
+        for item in data:
+            url = item.get("url")
+            if not url:
+                raw = base64.b64decode(item.get("b64_json") or "")
+                url = self.server.store_image(raw, gen.fmt, host=call.host)
+            links.append(f"![image]({url})")
+        completion = {
+            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": gen.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "\n\n".join(links)},
+                    "finish_reason": "stop",
+                }
+            ],
+        }
+        return Reply(200, _json(completion))
 
     # -- edits, variations, responses (in their own modules) --------------------------------
 

@@ -140,10 +140,18 @@ FAULTS: Mapping[str, str] = MappingProxyType(
 DEFECTS: Mapping[str, str] = MappingProxyType(
     {
         "accepts_chat_model": "generates images for chat models instead of refusing them",
+        "image_model_as_chat": "image generations are answered with a chat completion whose "
+        "message links the image in Markdown, as by a relay that serves the image model "
+        "through a chat model",
         "image_model_on_chat": "chat completions answer image models with a completion",
         "drops_n": "always returns one image, whatever n asks for",
+        "extra_images": "returns (and reports usage for) one image more than n asks for",
         "ignores_size": "always returns 1024x1024 images",
         "ignores_format": "always returns PNG, whatever output_format asks for",
+        "uncompressed_png": "PNG images are stored without compression (a 1024x1024 answer "
+        "is over 5 MB)",
+        "refuses_gpt_image_quality": "GPT-image requests with quality low, medium or high are "
+        "refused (quality checked against dall-e-3's standard and hd)",
         "auth_wrong_status": "a wrong or missing key gets a 500 with a generic body",
         "unknown_model_ok": "unknown models are served as the default model",
         "quota_as_rate_limit": "the quota fault answers a plain 429 rate_limit_exceeded body",

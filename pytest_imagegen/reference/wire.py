@@ -58,5 +58,19 @@ def _image(width: int, height: int, fmt: str, seed: str) -> bytes:
     return make_image(width, height, fmt, seed=seed)
 
 
+@functools.lru_cache(maxsize=8)
+def _uncompressed_png(data: bytes) -> bytes:
+    # The uncompressed_png defect: the same image as RGBA stored without zlib compression,
+    # as an endpoint answers that re-encodes images with compression level 0.
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        out = io.BytesIO()
+        im.convert("RGBA").save(out, "PNG", compress_level=0)
+    return out.getvalue()
+
+
 def _json(obj: Any) -> bytes:
     return json.dumps(obj, ensure_ascii=False).encode("utf-8")
