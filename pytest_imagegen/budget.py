@@ -94,7 +94,7 @@ class Budget:
         self.cap_usd = float(cap_usd)
         self._cap = _micros(cap_usd)
         self._thread_lock = threading.Lock()
-        self._memory = {"spent": 0, "reservations": 0, "refused": 0}
+        self._memory = {"spent": 0, "reservations": 0, "refused": 0, "extra": 0, "charges": 0}
         self.path: Path | None = None
         self._file_lock: Any = None
         if state_dir is not None:
@@ -147,6 +147,21 @@ class Budget:
             raise self._exceeded(amount_usd, _usd(refused["remaining"]), label)
         return Reservation(_usd(amount), label)
 
+    def charge(self, amount_usd: float) -> None:
+        """Add what an answer cost beyond its reservation (an endpoint that returned more
+        images than were asked for). Never refused: the money is spent already, so this may
+        take the spend past the cap, which ``cost.within_budget`` reports."""
+        amount = max(0, _micros(amount_usd))
+        if not amount:
+            return
+
+        def apply(state: dict[str, int]) -> None:
+            state["spent"] += amount
+            state["extra"] += amount
+            state["charges"] += 1
+
+        self._update(apply)
+
     def release(self, reservation: Reservation) -> None:
         """Give a reservation back (the request was refused, so it is not billed)."""
         amount = _micros(reservation.amount_usd)
@@ -164,6 +179,8 @@ class Budget:
             "spent_usd": _usd(raw["spent"]),
             "reservations": raw["reservations"],
             "refused": raw["refused"],
+            "extra_usd": _usd(raw["extra"]),
+            "charges": raw["charges"],
         }
 
     def _exceeded(self, amount: float, remaining: float, label: str) -> BudgetExceededError:
@@ -210,7 +227,7 @@ class Budget:
 
     def _read(self) -> dict[str, int]:
         assert self.path is not None
-        state = {"spent": 0, "reservations": 0, "refused": 0}
+        state = {"spent": 0, "reservations": 0, "refused": 0, "extra": 0, "charges": 0}
         try:
             loaded = json.loads(self.path.read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -223,7 +240,7 @@ class Budget:
                 f"and rerun."
             ) from exc
         for key in state:
-            value = loaded.get(f"{key}_micros" if key == "spent" else key, 0)
+            value = loaded.get(f"{key}_micros" if key in ("spent", "extra") else key, 0)
             state[key] = int(value) if isinstance(value, int) else 0
         return state
 
@@ -234,6 +251,8 @@ class Budget:
             "spent_micros": state["spent"],
             "reservations": state["reservations"],
             "refused": state["refused"],
+            "extra_micros": state["extra"],
+            "charges": state["charges"],
         }
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(document), encoding="utf-8")
@@ -372,6 +391,16 @@ def _form_fields(content: bytes, content_type: str) -> dict[str, Any]:
         if isinstance(payload, bytes):
             fields[name] = payload.decode("utf-8", "replace")
     return coerce_form(fields)
+
+
+def excess_price(profile: Profile, body: Mapping[str, Any], returned: int) -> float:
+    """What ``returned`` images cost beyond the estimate of the request ``body``, which
+    asked for fewer (0.0 when no more were returned than asked for)."""
+    asked = body.get("n", 1)
+    asked = asked if isinstance(asked, int) and not isinstance(asked, bool) and asked > 0 else 1
+    if returned <= asked:
+        return 0.0
+    return estimate_request(profile, {**body, "n": 1}) * (returned - asked)
 
 
 def is_billed(endpoint: Endpoint, request: Any) -> bool:

@@ -51,6 +51,7 @@ class Misbehaviour:
     quota_as_rate_limit: bool = False  # insufficient_quota answered as rate_limit_exceeded
     leak_upstream_key: bool = False  # answers carry the upstream key in a header
     forward_client_key: bool = False  # the client's Authorization goes upstream
+    errors_as_200: bool = False  # upstream errors answered with status 200 (the body kept)
 
 
 @dataclass
@@ -164,7 +165,8 @@ class Gateway:
                 out.pop("retry-after-ms", None)
         if m.leak_upstream_key:
             out["x-upstream-authorization"] = f"Bearer {self.upstream_key}"
-        self._send(handler, answer.status_code, out, content)
+        status = 200 if m.errors_as_200 and answer.status_code >= 400 else answer.status_code
+        self._send(handler, status, out, content)
 
     def _reshape_error(self, status: int, content: bytes) -> bytes:
         m = self.misbehaviour

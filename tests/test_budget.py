@@ -17,6 +17,7 @@ from pytest_imagegen.budget import (
     estimate_request,
     estimate_responses,
     event_hooks,
+    excess_price,
 )
 from pytest_imagegen.errors import BudgetExceededError
 from pytest_imagegen.profiles import get_profile
@@ -63,6 +64,25 @@ def test_release_gives_the_amount_back() -> None:
     assert budget.spent() == 0
     budget.reserve(0.02)  # exactly the cap is allowed
     assert budget.remaining() == 0
+
+
+def test_excess_price_counts_images_beyond_n() -> None:
+    profile = get_profile("gpt-image-1")
+    body = {"model": "gpt-image-1", "quality": "low", "size": "1024x1024", "n": 2}
+    one = Budget.estimate(profile, quality="low", size="1024x1024")
+    assert excess_price(profile, body, 3) == pytest.approx(one)
+    assert excess_price(profile, body, 2) == excess_price(profile, body, 1) == 0.0
+    assert excess_price(profile, {**body, "n": None}, 4) == pytest.approx(3 * one)
+
+
+def test_a_charge_passes_the_cap_and_is_shared(tmp_path: Path) -> None:
+    budget = Budget(0.02, state_dir=tmp_path)
+    budget.reserve(0.02)
+    budget.charge(0.011)  # already spent: never refused
+    budget.charge(0.0)
+    state = Budget(0.02, state_dir=tmp_path).state()
+    assert state["spent_usd"] == pytest.approx(0.031)
+    assert (state["extra_usd"], state["charges"], state["refused"]) == (0.011, 1, 0)
 
 
 def test_negative_cap_is_refused() -> None:

@@ -303,3 +303,17 @@ def test_wrong_key_answered_400_with_an_authentication_message_passes_with_a_war
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def test_a_bug_while_reading_a_stream_is_not_blamed_on_the_endpoint(
+    embedded: Endpoint, reference: ReferenceServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pytest_imagegen.checks import context
+
+    def broken(buffer: bytes) -> None:
+        raise RuntimeError("a bug in the SSE parser")
+
+    monkeypatch.setattr(context, "_sse_blocks", broken)
+    ctx = CheckContext(bind_reference(embedded, reference), reference=reference)
+    with ctx.closing(), pytest.raises(RuntimeError, match="a bug in the SSE parser"):
+        ctx.stream(partial_images=1)

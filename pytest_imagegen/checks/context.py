@@ -421,6 +421,8 @@ class CheckContext:
     def client(self, **overrides: Any) -> openai.OpenAI:
         """An ``openai.OpenAI`` for the endpoint (no SDK retries unless asked) whose requests
         are captured in :attr:`sent` and priced against the budget."""
+        import httpx2
+
         from pytest_imagegen.bounds import bounded_client
         from pytest_imagegen.budget import event_hooks
 
@@ -428,7 +430,7 @@ class CheckContext:
             try:
                 raw = request.content
                 body = json.loads(raw) if raw else None
-            except Exception:  # streaming or non-JSON body: keep the request line only
+            except (httpx2.RequestNotRead, ValueError):  # multipart or non-JSON body
                 body = None
             self.sent.append(
                 SentRequest(
@@ -670,6 +672,7 @@ class CheckContext:
         error status is in ``diagnosis``; a stream that breaks off after its headers keeps
         the events that came and the reason in ``error``.
         """
+        import httpx2
         import openai
 
         from pytest_imagegen.classify import classify
@@ -703,9 +706,8 @@ class CheckContext:
                         blocks, buffer = _sse_blocks(buffer + chunk)
                         at = time.perf_counter() - start
                         call.events += [_sse_event(b, at, read) for b in blocks]
-                except Exception as exc:  # a read timeout or a reset mid-stream
-                    if isinstance(exc, BudgetExceededError):
-                        raise ConformanceFailure(str(exc)) from exc
+                except (httpx2.HTTPError, httpx2.StreamError) as exc:
+                    # a read timeout or a reset mid-stream: the endpoint's, so a verdict
                     call.error = classify(exc)
                 call.content = b"".join(raw)
         except openai.APIStatusError as exc:
@@ -795,8 +797,33 @@ class CheckContext:
                 call.document = json.loads(call.content)
             except (ValueError, UnicodeDecodeError):
                 call.document = None
+        replayed = self.replaying or (self.plays is not None and len(self.plays) > played_before)
+        if not replayed:
+            self._charge_excess(call)
         self.calls.append(call)
         return call
+
+    def _charge_excess(self, call: Call) -> None:
+        """Charge the budget for images a live, billed answer returned beyond those asked
+        for: the reservation priced only ``n`` of them."""
+        from pytest_imagegen.budget import BILLED_PATHS, excess_price
+
+        endpoint = self.endpoint
+        if (
+            self.budget is None
+            or endpoint.is_reference
+            or endpoint.upstream is not None
+            or call.status is None
+            or call.status >= 300
+            or not call.path.endswith(BILLED_PATHS)
+            or not isinstance(call.document, dict)
+            or not isinstance(call.document.get("data"), list)
+        ):
+            return
+        extra = excess_price(self.profile, call.body, len(call.document["data"]))
+        if extra > 0:
+            self.budget.charge(extra)
+            self.record(overbilled_usd=extra)
 
     def note_replay(self, call: Call) -> None:
         """Add a replayed call's recording facts to the report data (date, replay time)."""

@@ -259,10 +259,13 @@ def attempts_within_limits(ctx: CheckContext) -> None:
 @check("gateway", needs_upstream=True)
 def upstream_errors_reported(ctx: CheckContext) -> None:
     """A one-off upstream error (500, 429) reaches the client; one the gateway hides by
-    retrying (the client sees 200) is a warning naming it.
+    retrying (the client sees 200 with images) is a warning naming it, and a success
+    without images in its place (the error answered with status 200) fails.
 
-    Fails with: "the upstream answered 500 server_error, 200 and the client saw HTTP 200: an
-    upstream error hidden by the gateway's retries" (as a DeviationWarning).
+    Fails with: "the upstream answered 500 server_error and the client saw HTTP 200 without
+    images (malformed_response ...): the gateway turned an upstream error into a success";
+    a hidden retry as a DeviationWarning: "upstream errors hidden by the gateway's retries:
+    the upstream answered 500 server_error, 200 and the client saw HTTP 200".
     """
     hidden = []
     for fault in ("server_error", "rate_limit"):
@@ -271,10 +274,19 @@ def upstream_errors_reported(ctx: CheckContext) -> None:
         call = ctx.generate(expect_images=False, **ctx.cheap_params())
         exchange = _exchange(call)
         errors = [r for r in exchange.upstream if r.status is not None and r.status >= 400]
-        if errors and call.status is not None and call.status < 400:
-            hidden.append(
-                f"the upstream answered {_statuses(exchange)} and the client saw HTTP {call.status}"
+        if not (errors and call.status is not None and call.status < 400):
+            continue
+        seen = ctx.images_in(call)
+        if seen.diagnosis is not None:
+            ctx.fail(
+                f"the upstream answered {_statuses(exchange)} and the client saw HTTP "
+                f"{call.status} without images ({seen.describe()}): the gateway turned an "
+                f"upstream error into a success",
+                call=seen,
             )
+        hidden.append(
+            f"the upstream answered {_statuses(exchange)} and the client saw HTTP {call.status}"
+        )
     if hidden:
         ctx.warn("upstream errors hidden by the gateway's retries: " + "; ".join(hidden))
 

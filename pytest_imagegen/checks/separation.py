@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pytest_imagegen.checks import fixes
 from pytest_imagegen.checks.context import Call, CheckContext
 from pytest_imagegen.checks.registry import check
@@ -11,32 +13,49 @@ from pytest_imagegen.errors import Category
 _REFUSALS = (Category.MODEL_NOT_FOUND, Category.INVALID_REQUEST)
 
 
-@check("separation", sends_requests=False)
+@check("separation")
 def image_model_is_image(ctx: CheckContext) -> None:
-    """The configured image model resolves to an image profile, and is not the chat model.
+    """The image model is served as an image model: an image generation with it is answered
+    with the Images API's answer (``data`` with images), not with a chat model's (a
+    ``chat.completion`` with ``choices``, or text linking an image), as by a relay that
+    routes the image model to a chat model.
 
-    Fails with: "image model 'gpt-4o-all' of endpoint 'relay' is a chat model; set
-    image_model to an image model such as gpt-image-1" (or "... is also its chat_model ...").
+    Fails with: "the images endpoint answered image model 'gpt-image-1' with a chat
+    completion (choices[0].message.content: '![image](https://...)'); it serves the image
+    model through a chat model".
     """
-    from pytest_imagegen.profiles import model_kind
+    model = ctx.endpoint.image_model
+    call = ctx.generate(expect_images=False, **ctx.cheap_params())
+    if call.diagnosis is not None:
+        _unjudged(ctx, call, f"image model {model!r} sent to the images endpoint")
+        ctx.fail(f"the images endpoint refused image model {model!r}: {call.describe()}", call=call)
+    document = call.document
+    if isinstance(document, dict) and (
+        "choices" in document or str(document.get("object", "")).startswith("chat.completion")
+    ):
+        ctx.fail(
+            f"the images endpoint answered image model {model!r} with a chat completion "
+            f"({_chat_text(document)}); it serves the image model through a chat model",
+            call=call,
+        )
+    if not isinstance(document, dict):
+        text = " ".join(call.content[:120].decode("utf-8", "replace").split())
+        ctx.fail(
+            f"the images endpoint answered image model {model!r} with HTTP {call.status} and "
+            f"no JSON ({text!r}); an image model is answered with an ImagesResponse",
+            call=call,
+        )
 
-    endpoint = ctx.endpoint
-    model = endpoint.image_model
-    if model_kind(model) == "chat":
-        ctx.fail(
-            f"image model {model!r} of endpoint {endpoint.name!r} is a chat model; set "
-            f"image_model to an image model such as gpt-image-1"
-        )
-    if endpoint.chat_model and endpoint.chat_model == model:
-        ctx.fail(
-            f"image model {model!r} of endpoint {endpoint.name!r} is also its chat_model; "
-            f"image calls and chat calls need different models"
-        )
-    if ctx.profile is None or ctx.profile.family not in ("gpt-image", "dall-e", "custom"):
-        ctx.fail(
-            f"image model {model!r} of endpoint {endpoint.name!r} resolves to no image "
-            f"profile; set `profile` for the endpoint"
-        )
+
+def _chat_text(document: dict[str, Any]) -> str:
+    """Where a chat completion keeps its answer, and the start of it."""
+    choices = document.get("choices")
+    first = choices[0] if isinstance(choices, list) and choices else None
+    message = first.get("message") if isinstance(first, dict) else None
+    content = message.get("content") if isinstance(message, dict) else None
+    if isinstance(content, str):
+        return f"choices[0].message.content: {content[:80]!r}"
+    return f"object {document.get('object')!r}"
 
 
 @check("separation")

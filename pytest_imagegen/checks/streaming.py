@@ -9,6 +9,8 @@ import base64
 import functools
 from typing import Any
 
+from pydantic import ValidationError
+
 from pytest_imagegen.checks import check
 from pytest_imagegen.checks.context import CheckContext, StreamCall
 
@@ -56,7 +58,7 @@ def _order_problem(call: StreamCall, kind: str, asked: int) -> str | None:
             return f"event {number} has type {payload.get('type')!r}; expected {kind}.*"
         try:
             _adapter(kind).validate_python(payload)
-        except Exception as exc:  # pydantic's ValidationError, whatever its version
+        except ValidationError as exc:
             first = " ".join(str(exc).splitlines()[:3])
             return f"event {number} ({payload.get('type')}) does not fit the SDK's types: {first}"
     types = [e.payload["type"] for e in call.events]
