@@ -309,7 +309,7 @@ def test_reset_restores_constructor_state():
 
 
 def test_faults_and_defects_are_documented():
-    assert len(FAULTS) == 26 and len(DEFECTS) == 30
+    assert len(FAULTS) == 26 and len(DEFECTS) == 34
     assert all(
         isinstance(text, str) and len(text) > 15 for text in [*FAULTS.values(), *DEFECTS.values()]
     )

@@ -140,8 +140,8 @@ FAULTS: Mapping[str, str] = MappingProxyType(
 DEFECTS: Mapping[str, str] = MappingProxyType(
     {
         "accepts_chat_model": "generates images for chat models instead of refusing them",
-        "image_model_as_chat": "image generations are answered with a chat completion whose "
-        "message links the image in Markdown, as by a relay that serves the image model "
+        "image_model_as_chat": "image answers (not streamed) are a chat completion whose "
+        "message links the images in Markdown, as by a relay that serves the image model "
         "through a chat model",
         "image_model_on_chat": "chat completions answer image models with a completion",
         "drops_n": "always returns one image, whatever n asks for",
