@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -9,6 +11,12 @@ from _support import HTTP, REFERENCE_KEY
 from hypothesis import settings
 
 from pytest_imagegen.reference import ReferenceServer
+
+# Many tests start a new interpreter (pytester subprocess runs, xdist workers, the CLI):
+# where the environment sets PYTHONDONTWRITEBYTECODE, each one compiled every module of
+# the package again and re-rewrote its asserts, a second or more of CPU apiece.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+sys.dont_write_bytecode = False
 
 # Test outcomes must not depend on the machine's speed: no per-example deadline (a loaded
 # 2-core CI machine easily takes longer than hypothesis's 200 ms default), and a printed
