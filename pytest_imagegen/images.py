@@ -144,7 +144,10 @@ def _encode(im: Any, fmt: str, *, fast: bool = False) -> bytes:
         im = im.convert("RGB")
     save_args: dict[str, object]
     if fast:
-        fast_args = {"PNG": {"compress_type": zlib.Z_RLE}, "WEBP": {"quality": 80, "method": 0}}
+        fast_args: dict[str, dict[str, object]] = {
+            "PNG": {"compress_type": zlib.Z_RLE},
+            "WEBP": {"quality": 80, "method": 0},
+        }
         save_args = fast_args.get(pil_format, {"quality": 80})
     else:
         save_args = {"optimize": True}
