@@ -985,6 +985,7 @@ def _round_of(interaction: dict[str, Any]) -> int:
     return int(headers["x-round"])
 
 
+@pytest.mark.slow
 def test_kill_9_while_recording_leaves_old_or_complete_new_cassette(
     server: Server, tmp_path: Path
 ) -> None:
@@ -1062,6 +1063,7 @@ def _concurrent_child(base_url: str, path: str, worker: int, barrier: Any) -> No
             generate(client, f"worker {worker} image {n}", size="64x64")
 
 
+@pytest.mark.slow
 def test_four_processes_recording_new_episodes_lose_nothing(
     server: Server, closed_url: str, tmp_path: Path
 ) -> None:

@@ -42,6 +42,9 @@ from pytest_imagegen.reference.server import DEFAULT_API_KEY
 
 pytest_plugins = ["pytester"]
 
+# Whole runs of the suite in fresh processes and under xdist (see docs/development.md).
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parent.parent
 #: The checks that draw their requests with hypothesis.
 HYPOTHESIS_CHECKS = frozenset(

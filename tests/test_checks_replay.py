@@ -152,6 +152,7 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
     }
 
 
+@pytest.mark.slow
 def test_remote_replay_sends_the_recorded_requests_after_hypothesis_draws_others(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, reference: ReferenceServer
 ) -> None:

@@ -29,6 +29,9 @@ PLAIN = {k: v for k, v in REGISTRY.items() if not v.needs_upstream}
 
 pytest_plugins = ["pytester"]
 
+# Whole runs of the suite in fresh processes and under xdist (see docs/development.md).
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:

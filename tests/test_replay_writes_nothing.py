@@ -191,7 +191,9 @@ def test_generate(imagegen_client, imagegen_endpoint):
 """
 
 
-@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
+@pytest.mark.parametrize(
+    "workers", [[], pytest.param(["-n", "2"], marks=pytest.mark.slow)], ids=["serial", "xdist"]
+)
 def test_billed_endpoints_replayed_write_nothing(
     project: Path, local: ReferenceServer, workers: list[str]
 ) -> None:

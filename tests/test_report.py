@@ -1014,6 +1014,7 @@ def test_terminal_summary_and_report_of_a_real_run(synthetic: pytest.Pytester) -
     assert [i["thumb_png_b64"] for i in doc["endpoints"]["alpha"]["images"]] == [THUMB]
 
 
+@pytest.mark.slow
 def test_xdist_merges_to_the_serial_report(synthetic: pytest.Pytester) -> None:
     serial = synthetic.runpytest("-p", "no:imagegen", "--ig-report", "serial.json")
     serial.assert_outcomes(passed=16, failed=2, skipped=3, errors=2)
