@@ -16,7 +16,7 @@ from contextlib import contextmanager, suppress
 Behaviour = Callable[[socket.socket, bytes, threading.Event], None]
 
 
-def _read_request(conn: socket.socket) -> bytes:
+def read_request(conn: socket.socket) -> bytes:
     """The request head and as much body as Content-Length announces."""
     data = b""
     while b"\r\n\r\n" not in data:
@@ -120,7 +120,7 @@ class RawServer:
     def _serve(self, conn: socket.socket) -> None:
         with conn:
             try:
-                request = _read_request(conn)
+                request = read_request(conn)
                 self.requests.append(request)
                 self.got_request.set()
                 self.behaviour(conn, request, self.stop_event)

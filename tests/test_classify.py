@@ -20,6 +20,7 @@ from typing import Any
 import httpx2
 import openai
 import pytest
+from _raw_server import read_request
 from _support import CATEGORY_TABLE, litellm_error_cases, real_error_cases
 
 from pytest_imagegen.classify import (
@@ -821,7 +822,9 @@ def hangup_server() -> Iterator[str]:
             conn, _ = server.accept()  # one request, one connection
             with conn:
                 conn.settimeout(5)
-                conn.recv(65536)
+                # The whole request: closing with part of it unread would reset the
+                # connection (a ReadError) instead of hanging up (EOF).
+                read_request(conn)
         except OSError:
             pass  # closed by the fixture
         except BaseException as exc:  # pragma: no cover - surfaced below
