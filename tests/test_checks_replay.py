@@ -45,7 +45,7 @@ from pytest_imagegen.names import OPTION
 from pytest_imagegen.profiles import PROFILES, get_profile
 from pytest_imagegen.reference import ReferenceServer
 from pytest_imagegen.request_builder import validate_request
-from pytest_imagegen.strategies import invalid_image_requests
+from pytest_imagegen.strategies import applicable_defects, invalid_image_requests
 
 pytest_plugins = ["pytester"]
 
@@ -260,7 +260,13 @@ def test_live_draws_come_from_hypothesis(
             REGISTRY[check](ctx)
     sent = _image_bodies(reference, since)
     assert sorted(b["prompt"] for b in sent[: len(prompts)]) == sorted(prompts)
-    assert sorted(b["seed"] for b in sent[len(prompts) :]) == seeds
+    # The invalid check first sends the simplest request of each documented refusal that
+    # applies (here every strategy is the one above: its simplest draw, seed 11), then draws.
+    documented = set(_DOCUMENTED_REFUSALS)
+    explicit = [d for d in applicable_defects(profile=MODEL) if d in documented]
+    invalid_seeds = [b["seed"] for b in sent[len(prompts) :]]
+    assert invalid_seeds[: len(explicit)] == [seeds[0]] * len(explicit)
+    assert sorted(invalid_seeds[len(explicit) :]) == seeds
 
 
 def test_replay_sends_the_recorded_bodies_in_order_without_drawing(

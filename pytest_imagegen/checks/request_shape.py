@@ -217,8 +217,9 @@ def _cheapen(
 
 @check("request_shape")
 def invalid_requests_refused(ctx: CheckContext) -> None:
-    """Requests drawn by ``strategies.invalid_image_requests(profile=...)`` (derandomized; a
-    few examples; defects OpenAI documents a refusal for: unknown parameter, unsupported
+    """Requests drawn by ``strategies.invalid_image_requests(profile=...)`` (derandomized:
+    the simplest request of each defect OpenAI documents a refusal for, so every one is sent
+    on every run, then a few drawn across them; the defects: unknown parameter, unsupported
     quality or size, ``response_format`` on GPT-image, ``n`` out of range, empty prompt; a
     replay sends the requests its cassette recorded, each planted param being the one the
     profile finds invalid) are all refused with invalid_request naming the planted param.
@@ -226,7 +227,7 @@ def invalid_requests_refused(ctx: CheckContext) -> None:
     Fails with: "an invalid request was not refused as invalid_request naming 'size':
     POST /images/generations {...}: HTTP 200, 1 image(s) png 1024x1024".
     """
-    from hypothesis import HealthCheck, Phase, given, settings
+    from hypothesis import HealthCheck, Phase, example, find, given, settings
 
     from pytest_imagegen.strategies import invalid_image_requests
 
@@ -237,6 +238,7 @@ def invalid_requests_refused(ctx: CheckContext) -> None:
     from hypothesis.errors import InvalidArgument
 
     from pytest_imagegen.strategies import DEFECTS as PLANTABLE
+    from pytest_imagegen.strategies import applicable_defects
 
     wanted = [d for d in _DOCUMENTED_REFUSALS if d in PLANTABLE]
     try:
@@ -248,6 +250,16 @@ def invalid_requests_refused(ctx: CheckContext) -> None:
     failures: list[str] = []
     client = ctx.client()
     cheap = _cheap_quality(ctx)
+    # The simplest request of each defect, sent first: a few draws across all of them left
+    # it to chance whether, say, a gateway dropping unknown parameters was seen at all.
+    simplest = settings(database=None, phases=[Phase.generate], deadline=None)
+    each = []
+    for defect in applicable_defects(profile=ctx.profile):
+        if defect in wanted:
+            one = invalid_image_requests(
+                profile=ctx.profile, model=ctx.endpoint.image_model, defects=[defect]
+            )
+            each.append(find(one, lambda case: True, settings=simplest))
 
     # As above: the seed comes from the source of ``send``.
     @settings(
@@ -275,6 +287,8 @@ def invalid_requests_refused(ctx: CheckContext) -> None:
                 f"{call.request_line()}: {call.describe()}" + _gateway_note(call, param)
             )
 
+    for case in reversed(each):  # decorators apply bottom-up; keep the defects' order
+        send = example(case=case)(send)
     send()
     if failures:
         _invalid_failed(ctx, failures[0], ctx.calls[-1])
