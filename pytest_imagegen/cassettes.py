@@ -821,8 +821,13 @@ def note_timeout(request: Any, error: BaseException, latency_s: float) -> bool:
         return False
     try:
         body = request.content
-    except Exception:  # a body not read yet (vcrpy reads it first, so this is not ours)
-        return False
+    except Exception:  # a streamed body (multipart): vcrpy read it into a ByteStream
+        import httpx2
+
+        stream = getattr(request, "stream", None)
+        if not isinstance(stream, httpx2.ByteStream):
+            return False  # not sent through a cassette
+        body = b"".join(stream)
     recorded = Request(request.method, str(request.url), body, request.headers)
     return cassette.append_timeout(recorded, error, latency_s)
 

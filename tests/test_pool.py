@@ -190,6 +190,29 @@ def test_a_stall_is_recorded_as_a_timeout_and_replayed_without_waiting(
     assert len(server.log) == 0 and sent == 2
 
 
+def test_a_stalled_multipart_edit_is_kept_as_a_timeout_too(
+    pools: ConnectionPools, endpoint: Endpoint, server: ReferenceServer, tmp_path: Path
+) -> None:
+    """A multipart body is a stream, not content the request holds: the timeout is kept
+    from the body vcrpy read, and matched on replay like any recorded edit."""
+    from pytest_imagegen.images import make_input_image
+
+    image = ("in.png", make_input_image(256, 256, seed="stall"), "image/png")
+    path = tmp_path / "edit.yaml"
+    server.faults.add("stall", times=1, seconds=60)
+    impatient = endpoint.client(http_client=_http(pools, endpoint), timeout=0.3)
+    recorder = recording(path, mode="once", secrets=[REFERENCE_KEY])
+    with recorder as session, pytest.raises(openai.APITimeoutError):
+        impatient.images.edit(model="gpt-image-1", prompt="a fox", image=image)
+    assert (session.status, session.recorded) == ("recorded", 1)
+    server.reset()
+    patient = endpoint.client(http_client=_http(pools, endpoint), timeout=30)
+    with recording(path, mode="none") as replay, pytest.raises(openai.APITimeoutError):
+        patient.images.edit(model="gpt-image-1", prompt="a fox", image=image)
+    assert (replay.status, replay.played) == ("replayed", 1)
+    assert len(server.log) == 0
+
+
 def test_the_pool_is_made_by_the_first_request_that_reaches_it(
     pools: ConnectionPools, endpoint: Endpoint, server: ReferenceServer, tmp_path: Path
 ) -> None:
