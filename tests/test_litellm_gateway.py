@@ -102,9 +102,7 @@ EXPECTED: dict[str, dict[bool | None, tuple[str, str]]] = {
     "edits.non_image_file_refused": {
         None: ("failed", "naming param None; expected invalid_request naming 'image'")
     },
-    "edits.json_image_references": {
-        None: ("failed", "a JSON edit with an image reference failed")
-    },
+    "edits.json_image_references": {None: ("failed", "a JSON edit with an image reference failed")},
     "edits.variations_only_where_served": {
         None: ("failed", "refused as model_not_found naming param None")
     },
