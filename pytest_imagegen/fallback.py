@@ -46,6 +46,7 @@ from pytest_imagegen.errors import (
 from pytest_imagegen.images import GeneratedImage, decode_b64, inspect_image, sniff_format
 from pytest_imagegen.profiles import resolve_profile
 from pytest_imagegen.request_builder import build_request
+from pytest_imagegen.sse import parse_block
 
 if TYPE_CHECKING:
     import httpx2
@@ -1055,27 +1056,9 @@ class _SSEReader:
             block = bytes(self._buffer[:at])
             del self._buffer[: at + 2]
             self._scanned = 0
-            event = _sse_event(block)
+            event = parse_block(block)
             if event is not None:
                 events.append(event)
-
-
-def _sse_event(block: bytes) -> tuple[str, Any] | None:
-    name, data = "", []
-    for line in block.decode("utf-8", "replace").split("\n"):
-        field, _, value = line.partition(":")
-        value = value[1:] if value.startswith(" ") else value
-        if field == "event":
-            name = value
-        elif field == "data":
-            data.append(value)
-    if not name and not data:
-        return None  # only comments
-    try:
-        payload = json.loads("\n".join(data)) if data else None
-    except ValueError:
-        payload = None
-    return name, payload
 
 
 _SDK_KEYWORDS: dict[tuple[type, str], frozenset[str]] = {}

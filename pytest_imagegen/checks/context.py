@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from pytest_imagegen.errors import BudgetExceededError, Category, ConformanceFailure, Diagnosis
+from pytest_imagegen.sse import parse_block
 from pytest_imagegen.testdata import cost_adder, with_measures
 
 if TYPE_CHECKING:
@@ -201,20 +202,9 @@ def _sse_blocks(buffer: bytes) -> tuple[list[bytes], bytes]:
     return [b for b in blocks if b.strip()], rest
 
 
-def _sse_event(block: bytes, at_s: float, read: int) -> StreamEvent:
-    name, data = "", []
-    for line in block.decode("utf-8", "replace").split("\n"):
-        field_name, _, value = line.partition(":")
-        value = value[1:] if value.startswith(" ") else value
-        if field_name == "event":
-            name = value
-        elif field_name == "data":
-            data.append(value)
-    try:
-        payload = json.loads("\n".join(data)) if data else None
-    except ValueError:
-        payload = None
-    return StreamEvent(name, payload, at_s, read)
+def _sse_event(block: bytes, at_s: float, read: int) -> StreamEvent | None:
+    parsed = parse_block(block)
+    return None if parsed is None else StreamEvent(*parsed, at_s, read)
 
 
 class CheckContext:
@@ -705,7 +695,8 @@ class CheckContext:
                         raw.append(chunk)
                         blocks, buffer = _sse_blocks(buffer + chunk)
                         at = time.perf_counter() - start
-                        call.events += [_sse_event(b, at, read) for b in blocks]
+                        parsed = (_sse_event(b, at, read) for b in blocks)
+                        call.events += [e for e in parsed if e is not None]
                 except (httpx2.HTTPError, httpx2.StreamError) as exc:
                     # a read timeout or a reset mid-stream: the endpoint's, so a verdict
                     call.error = classify(exc)
