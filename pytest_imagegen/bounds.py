@@ -305,6 +305,40 @@ _GUARD: ContextVar[Callable[[str, int], str] | None] = ContextVar(
 # --------------------------------------------------------------------------- size cap
 
 
+class _Meter:
+    """One body's bytes counted and hashed against its clock's cap (the sync and the async
+    capped streams differ only in how they pull chunks)."""
+
+    def __init__(self, clock: _Clock) -> None:
+        self.clock = clock
+        self.digest = hashlib.sha256()
+
+    def take(self, chunk: bytes) -> tuple[bytes, bool]:
+        """What of ``chunk`` to pass on, and whether the cap is now passed."""
+        clock = self.clock
+        clock.body_bytes += len(chunk)
+        if clock.cap is None:
+            return chunk, False
+        self.digest.update(chunk)
+        if clock.body_bytes <= clock.cap:
+            return chunk, False
+        return chunk[: max(0, len(chunk) - (clock.body_bytes - clock.cap))], True
+
+    def count(self, chunk: bytes) -> bool:
+        """Count and hash a chunk past the cap; False once draining should stop."""
+        self.clock.body_bytes += len(chunk)
+        self.digest.update(chunk)
+        return self.clock.body_bytes < _DRAIN_MAX_BYTES
+
+    def marker(self, complete: bool) -> bytes:
+        clock = self.clock
+        assert clock.cap is not None
+        return cut_marker(BodyCut(clock.body_bytes, self.digest.hexdigest(), clock.cap, complete))
+
+    def ended_by_time(self, exc: Exception) -> bool:
+        return "Timeout" in type(exc).__name__ or self.clock.expired
+
+
 class _CappedStream:
     """A pool response stream that passes at most ``cap`` bytes on, then a cut trailer."""
 
@@ -313,36 +347,24 @@ class _CappedStream:
         self._clock = clock
 
     def __iter__(self) -> Iterator[bytes]:
-        clock = self._clock
-        cap = clock.cap
-        digest = hashlib.sha256() if cap is not None else None
+        meter = _Meter(self._clock)
         iterator = iter(self._inner)
         for chunk in iterator:
-            clock.body_bytes += len(chunk)
-            if digest is not None:
-                digest.update(chunk)
-            if cap is None or clock.body_bytes <= cap:
-                yield chunk
-                continue
-            # Over the cap: pass on what fits, then only count and hash the rest.
-            keep = len(chunk) - (clock.body_bytes - cap)
-            if keep > 0:
-                yield chunk[:keep]
-            assert digest is not None
-            complete = self._drain(iterator, digest)
-            yield cut_marker(BodyCut(clock.body_bytes, digest.hexdigest(), cap, complete))
-            return
+            passed, over = meter.take(chunk)
+            if passed:
+                yield passed
+            if over:  # pass on nothing more: only count and hash the rest
+                yield meter.marker(self._drain(iterator, meter))
+                return
 
-    def _drain(self, iterator: Iterator[bytes], digest: Any) -> bool:
-        clock = self._clock
+    @staticmethod
+    def _drain(iterator: Iterator[bytes], meter: _Meter) -> bool:
         try:
             for chunk in iterator:
-                clock.body_bytes += len(chunk)
-                digest.update(chunk)
-                if clock.body_bytes >= _DRAIN_MAX_BYTES:
+                if not meter.count(chunk):
                     return False
         except Exception as exc:  # the clock ran out or the connection broke while draining
-            if "Timeout" in type(exc).__name__ or clock.expired:
+            if meter.ended_by_time(exc):
                 return False
             raise
         return True
@@ -397,43 +419,32 @@ class _AsyncCappedStream:
         return chunk
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        clock = self._clock
-        cap = clock.cap
-        digest = hashlib.sha256() if cap is not None else None
+        meter = _Meter(self._clock)
         iterator = self._inner.__aiter__()
         while True:
             try:
                 chunk = await self._next(iterator)
             except StopAsyncIteration:
                 return
-            clock.body_bytes += len(chunk)
-            if digest is not None:
-                digest.update(chunk)
-            if cap is None or clock.body_bytes <= cap:
-                yield chunk
-                continue
-            keep = len(chunk) - (clock.body_bytes - cap)
-            if keep > 0:
-                yield chunk[:keep]
-            assert digest is not None
-            complete = await self._drain(iterator, digest)
-            yield cut_marker(BodyCut(clock.body_bytes, digest.hexdigest(), cap, complete))
-            return
+            passed, over = meter.take(chunk)
+            if passed:
+                yield passed
+            if over:
+                yield meter.marker(await self._drain(iterator, meter))
+                return
 
-    async def _drain(self, iterator: Any, digest: Any) -> bool:
-        clock = self._clock
-        while clock.body_bytes < _DRAIN_MAX_BYTES:
+    async def _drain(self, iterator: Any, meter: _Meter) -> bool:
+        while True:
             try:
                 chunk = await self._next(iterator)
             except StopAsyncIteration:
                 return True
             except Exception as exc:  # the clock ran out or the connection broke
-                if "Timeout" in type(exc).__name__ or clock.expired:
+                if meter.ended_by_time(exc):
                     return False
                 raise
-            clock.body_bytes += len(chunk)
-            digest.update(chunk)
-        return False
+            if not meter.count(chunk):
+                return False
 
     async def aclose(self) -> None:
         close = getattr(self._inner, "aclose", None)
