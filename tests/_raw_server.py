@@ -132,6 +132,14 @@ class RawServer:
     def stop(self) -> None:
         self.stop_event.set()
         with suppress(OSError):
+            # Wakes the acceptor out of accept(), which a close alone does not do on Linux.
+            # The socket is closed only once the acceptor has returned: otherwise it could
+            # accept on the descriptor number a later server's socket has been given, and
+            # answer that server's client with this server's behaviour (seen: a dribbling
+            # test's connection ended at once by the previous test's stopped server).
+            self._sock.shutdown(socket.SHUT_RDWR)
+        self._acceptor.join(timeout=10)
+        with suppress(OSError):
             self._sock.close()
         for thread in self._threads:
             thread.join(timeout=10)

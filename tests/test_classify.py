@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import contextlib
 import json
 import re
 import socket
@@ -835,8 +836,11 @@ def hangup_server() -> Iterator[str]:
     try:
         yield f"http://127.0.0.1:{server.getsockname()[1]}"
     finally:
-        server.close()
+        # Wake the thread out of accept() before the descriptor is freed for reuse.
+        with contextlib.suppress(OSError):
+            server.shutdown(socket.SHUT_RDWR)
         thread.join(5)
+        server.close()
     if failures:
         raise failures[0]
 
