@@ -29,7 +29,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from enum import Enum
 from typing import TYPE_CHECKING, Any
@@ -43,7 +43,13 @@ from pytest_imagegen.errors import (
     Diagnosis,
     MalformedResponse,
 )
-from pytest_imagegen.images import GeneratedImage, decode_b64, inspect_image, sniff_format
+from pytest_imagegen.images import (
+    MIME_TYPES,
+    GeneratedImage,
+    decode_b64,
+    inspect_image,
+    sniff_format,
+)
 from pytest_imagegen.profiles import resolve_profile
 from pytest_imagegen.request_builder import build_request
 from pytest_imagegen.sse import parse_block
@@ -392,14 +398,6 @@ def _edit_body(
     return body
 
 
-_CONTENT_TYPES = {
-    "png": "image/png",
-    "jpeg": "image/jpeg",
-    "webp": "image/webp",
-    "gif": "image/gif",
-}
-
-
 def _input_files(image: Any) -> tuple[FileTuple, ...]:
     """``image`` as the SDK's file tuples: one file, or a list of them (a tuple is one
     file, as in the SDK: ``(filename, content[, content_type])``)."""
@@ -451,7 +449,7 @@ def _input_file(value: Any, what: str) -> FileTuple:
         )
     fmt = sniff_format(data)
     if content_type is None:
-        content_type = _CONTENT_TYPES.get(fmt or "", "application/octet-stream")
+        content_type = MIME_TYPES.get(fmt or "", "application/octet-stream")
     if not filename:
         filename = f"{what.replace(' ', '')}.{fmt or 'bin'}"
     return (filename, data, content_type)
@@ -965,14 +963,8 @@ def _read_stream(chunks: Any, watch: _Watch, step: Step, idle_s: float) -> _Resu
     completed: list[GeneratedImage] = []
     usage: dict[str, Any] | None = None
     total = 0
-    for chunk in chunks:
-        watch.check()
+    for chunk in _limited(chunks, watch, MAX_RESPONSE_BYTES, "the stream"):
         total += len(chunk)
-        if total > MAX_RESPONSE_BYTES:
-            raise MalformedResponse(
-                f"the stream is larger than {MAX_RESPONSE_BYTES // (1024 * 1024)} MB; "
-                f"stopped reading"
-            )
         for name, payload in reader.feed(chunk):
             kind = str(payload.get("type") or name) if isinstance(payload, dict) else name
             if kind == "error" or (
@@ -1086,8 +1078,8 @@ def _split_body(
     return kwargs, extra
 
 
-def _read_limited(chunks: Any, watch: _Watch, limit: int, what: str) -> bytes:
-    parts: list[bytes] = []
+def _limited(chunks: Any, watch: _Watch, limit: int, what: str) -> Iterator[bytes]:
+    """``chunks`` passed on within the attempt's time, until more than ``limit`` bytes came."""
     total = 0
     for chunk in chunks:
         watch.check()
@@ -1096,9 +1088,13 @@ def _read_limited(chunks: Any, watch: _Watch, limit: int, what: str) -> bytes:
             raise MalformedResponse(
                 f"{what} is larger than {limit // (1024 * 1024)} MB; stopped reading"
             )
-        parts.append(chunk)
+        yield chunk
+
+
+def _read_limited(chunks: Any, watch: _Watch, limit: int, what: str) -> bytes:
+    body = b"".join(_limited(chunks, watch, limit, what))
     watch.check()
-    return b"".join(parts)
+    return body
 
 
 def _fetch_url(client: openai.OpenAI, url: str, watch: _Watch, endpoint: Endpoint) -> bytes:

@@ -14,6 +14,8 @@ from typing import Any
 # Pillow's format names -> the names the Images API uses in ``output_format``.
 _API_FORMAT = {"PNG": "png", "JPEG": "jpeg", "WEBP": "webp", "GIF": "gif"}
 _PIL_FORMAT = {"png": "PNG", "jpeg": "JPEG", "jpg": "JPEG", "webp": "WEBP"}
+#: The media type of each image format the API names.
+MIME_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp", "gif": "image/gif"}
 
 # Made images are kept by their arguments: the same input image goes into many edits checks,
 # and encoding a 1024x1024 PNG takes tens of milliseconds (the bytes are the same each

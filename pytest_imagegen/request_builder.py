@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pytest_imagegen.errors import ConfigError
+from pytest_imagegen.images import MIME_TYPES
 from pytest_imagegen.profiles import (
     KNOWN_PARAMS,
     PROFILES,
@@ -521,7 +522,6 @@ VARIATION_FIELDS: tuple[str, ...] = ("model", "n", "response_format", "size", "u
 _INT_FIELDS = ("n", "output_compression", "partial_images")
 _BOOL_FIELDS = ("stream",)
 # What each family takes as input images (the spec's edit descriptions).
-_EDIT_MIMETYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 _DALLE2_MAX_BYTES = 4 * 1024 * 1024
 _GPT_IMAGE_MAX_BYTES = 50 * 1024 * 1024
 _ALPHA_MODES = ("RGBA", "LA", "L")
@@ -605,7 +605,7 @@ def _check_upload(
         info = inspect_image(upload.data)
     except ValueError:
         info = None
-    if info is None or _EDIT_MIMETYPES.get(info.format) not in allowed:
+    if info is None or MIME_TYPES.get(info.format) not in allowed:
         what = "mask" if mask else f"image {index + 1}"
         return (
             Violation(

@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
 from pytest_imagegen.errors import Category, category_of
+from pytest_imagegen.images import MIME_TYPES
 from pytest_imagegen.profiles import (
     KNOWN_PARAMS,
     PROFILES,
@@ -896,7 +897,6 @@ def invalid_stream_requests(
 _EDIT_DEFECTS: dict[str, _Defect] = {}
 _EDIT_DIMS = ((64, 64), (96, 64), (64, 96))
 _EDIT_FORMATS = ("png", "jpeg", "webp")
-_MIME = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 # Generation fields an edit does not take (the SDK's images.edit has no such keyword).
 _NOT_EDIT_FIELDS = ("moderation", "style")
 
@@ -932,7 +932,7 @@ def _mask_png(width: int, height: int) -> bytes:
 def _edit_file(width: int, height: int, fmt: str, index: int, *, alpha: bool = True) -> FileTuple:
     data = _picture(width, height, fmt, alpha and fmt == "png", f"edit input {index}")
     ext = "jpg" if fmt == "jpeg" else fmt
-    return FileTuple(f"image{index}.{ext}", data, _MIME[fmt])
+    return FileTuple(f"image{index}.{ext}", data, MIME_TYPES[fmt])
 
 
 def _images_of(body: Mapping[str, Any]) -> list[FileTuple]:
@@ -1104,7 +1104,9 @@ def _mask_without_alpha(draw: st.DrawFn, body: dict[str, Any], p: Profile) -> st
 def _mask_not_png(draw: st.DrawFn, body: dict[str, Any], p: Profile) -> str:
     width, height = _first_dims(body)
     fmt = draw(st.sampled_from(("jpeg", "webp")))
-    body["mask"] = FileTuple(f"mask.{fmt}", _picture(width, height, fmt, False, "mask"), _MIME[fmt])
+    body["mask"] = FileTuple(
+        f"mask.{fmt}", _picture(width, height, fmt, False, "mask"), MIME_TYPES[fmt]
+    )
     return "mask"
 
 

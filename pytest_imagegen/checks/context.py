@@ -663,7 +663,6 @@ class CheckContext:
         the events that came and the reason in ``error``.
         """
         import httpx2
-        import openai
 
         from pytest_imagegen.classify import classify
 
@@ -684,35 +683,22 @@ class CheckContext:
             kwargs["image"] = images[0] if len(images) == 1 else list(images)
         call = StreamCall("POST", path, dict(body))
         start = time.perf_counter()
-        try:
-            with method(**kwargs, extra_body=extra or None) as response:
-                http = response.http_response
-                call.status = http.status_code
-                call.headers = {k.lower(): v for k, v in http.headers.items()}
-                buffer, raw = b"", []
-                try:
-                    for read, chunk in enumerate(http.iter_bytes()):
-                        raw.append(chunk)
-                        blocks, buffer = _sse_blocks(buffer + chunk)
-                        at = time.perf_counter() - start
-                        parsed = (_sse_event(b, at, read) for b in blocks)
-                        call.events += [e for e in parsed if e is not None]
-                except (httpx2.HTTPError, httpx2.StreamError) as exc:
-                    # a read timeout or a reset mid-stream: the endpoint's, so a verdict
-                    call.error = classify(exc)
-                call.content = b"".join(raw)
-        except openai.APIStatusError as exc:
-            call.status = exc.status_code
-            call.headers = {k.lower(): v for k, v in exc.response.headers.items()}
-            call.content = exc.response.content
-            call.diagnosis = classify(exc)
-        except openai.APIConnectionError as exc:
-            cause = _budget_cause(exc)
-            if cause is not None:
-                raise ConformanceFailure(str(cause)) from cause
-            call.diagnosis = classify(exc)
-        except BudgetExceededError as exc:
-            raise ConformanceFailure(str(exc)) from exc
+        with _endpoint_errors(call), method(**kwargs, extra_body=extra or None) as response:
+            http = response.http_response
+            call.status = http.status_code
+            call.headers = {k.lower(): v for k, v in http.headers.items()}
+            buffer, raw = b"", []
+            try:
+                for read, chunk in enumerate(http.iter_bytes()):
+                    raw.append(chunk)
+                    blocks, buffer = _sse_blocks(buffer + chunk)
+                    at = time.perf_counter() - start
+                    parsed = (_sse_event(b, at, read) for b in blocks)
+                    call.events += [e for e in parsed if e is not None]
+            except (httpx2.HTTPError, httpx2.StreamError) as exc:
+                # a read timeout or a reset mid-stream: the endpoint's, so a verdict
+                call.error = classify(exc)
+            call.content = b"".join(raw)
         call.latency_s = time.perf_counter() - start
         completed = bool(call.completed) and call.error is None and call.diagnosis is None
         self.record(
@@ -737,10 +723,8 @@ class CheckContext:
         return call
 
     def _send(self, method: str, path: str, body: dict[str, Any], send: Callable[[], Any]) -> Call:
-        import openai
-
         from pytest_imagegen.bounds import find_cut
-        from pytest_imagegen.classify import classify, malformed
+        from pytest_imagegen.classify import malformed
 
         call = Call(method, path, body, url=self.endpoint.base_url.rstrip("/") + path)
         self.window_end = time.monotonic() + float(self.endpoint.deadline_s)
@@ -748,25 +732,12 @@ class CheckContext:
         mark = tap.begin() if tap is not None else None
         played_before = len(self.plays) if self.plays is not None else 0
         start = time.perf_counter()
-        try:
+        with _endpoint_errors(call):
             raw = send()
             response = raw.http_response
             call.status = response.status_code
             call.headers = {k.lower(): v for k, v in response.headers.items()}
             call.content = response.content
-        except openai.APIStatusError as exc:
-            response = exc.response
-            call.status = exc.status_code
-            call.headers = {k.lower(): v for k, v in response.headers.items()}
-            call.content = response.content
-            call.diagnosis = classify(exc)
-        except openai.APIConnectionError as exc:
-            cause = _budget_cause(exc)
-            if cause is not None:
-                raise ConformanceFailure(str(cause)) from cause
-            call.diagnosis = classify(exc)
-        except BudgetExceededError as exc:
-            raise ConformanceFailure(str(exc)) from exc
         call.latency_s = time.perf_counter() - start
         if tap is not None and mark is not None:
             call.exchange = tap.end(mark, headers=call.headers, content=call.content)
@@ -955,6 +926,30 @@ class _RawResponse:
 
     def __init__(self, response: Any) -> None:
         self.http_response = response
+
+
+@contextmanager
+def _endpoint_errors(call: Any) -> Iterator[None]:
+    """An SDK error of the endpoint's (an error status, a broken connection) goes into
+    ``call``; a budget refusal ends the check instead (it is no verdict on the endpoint)."""
+    import openai
+
+    from pytest_imagegen.classify import classify
+
+    try:
+        yield
+    except openai.APIStatusError as exc:
+        call.status = exc.status_code
+        call.headers = {k.lower(): v for k, v in exc.response.headers.items()}
+        call.content = exc.response.content
+        call.diagnosis = classify(exc)
+    except openai.APIConnectionError as exc:
+        cause = _budget_cause(exc)
+        if cause is not None:
+            raise ConformanceFailure(str(cause)) from cause
+        call.diagnosis = classify(exc)
+    except BudgetExceededError as exc:
+        raise ConformanceFailure(str(exc)) from exc
 
 
 def _budget_cause(exc: BaseException) -> BudgetExceededError | None:

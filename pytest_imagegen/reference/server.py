@@ -21,6 +21,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+from pytest_imagegen.images import MIME_TYPES
 from pytest_imagegen.reference.faults import MAX_WAIT_S, DefectSet, FaultScript
 from pytest_imagegen.reference.log import LoggedRequest, RequestLog
 
@@ -408,9 +409,7 @@ class ReferenceServer:
     def store_image(self, data: bytes, fmt: str, *, host: str) -> str:
         """Keep an image for ``GET /v1/files/images/<name>`` and return its URL."""
         name = f"img-{uuid.uuid4().hex}.{fmt}"
-        content_type = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}.get(
-            fmt, "image/png"
-        )
+        content_type = MIME_TYPES.get(fmt, "image/png")
         with self._files_lock:
             self._files[name] = (data, content_type)
             while len(self._files) > self.max_files:
